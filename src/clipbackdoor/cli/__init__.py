@@ -1,0 +1,54 @@
+"""``clipbackdoor``: one console script, one module per subcommand, thin over the library.
+
+``main(argv)`` is callable from tests. It configures logging, and turns the errors users can cause
+(bad config, bad data) into a one-line message and exit status 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from clipbackdoor.cli import clean, evaluate, listing, poison, pretrain, setup_wordnet, synthetic
+from clipbackdoor.data.errors import DataError
+from clipbackdoor.registry import ConfigError
+
+COMMANDS = (poison, pretrain, clean, evaluate, synthetic, listing, setup_wordnet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clipbackdoor",
+        description="Poison, pre-train, clean and evaluate CLIP models (Verma et al. 2023, CleanCLIP).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return args.func(args) or 0
+    except (ConfigError, DataError, FloatingPointError) as err:
+        print(f"clipbackdoor {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"clipbackdoor {args.command}: interrupted; run the same command again to resume "
+            "from the last checkpoint",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""``clipbackdoor evaluate``: zero-shot accuracy and ASR of a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from clipbackdoor.cli.common import add_config_args, print_metrics
+from clipbackdoor.config import load_config
+from clipbackdoor.registry import ConfigError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="zero-shot accuracy and attack success rate of a checkpoint",
+                       description="Evaluate a run directory (its last weights) or a checkpoint file inside "
+                                   "one, with the run's model, attack and evaluation set unless overridden.")
+    p.add_argument("--checkpoint", required=True, help="run directory or .safetensors/.pt checkpoint")
+    add_config_args(p)
+    p.add_argument("--out", "-o", help="run directory to write config.yaml and metrics.jsonl into")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from clipbackdoor.eval.evaluate import evaluate_checkpoint
+
+    src = Path(args.checkpoint)
+    run_dir = src if src.is_dir() else src.parent.parent
+    base = None
+    if (run_dir / "config.yaml").is_file():
+        base = yaml.safe_load((run_dir / "config.yaml").read_text())
+        base.pop("defense", None)
+    elif not args.config:
+        raise ConfigError(f"{src} is not inside a run directory; pass --config to describe the model")
+    cfg = load_config(args.config, args.overrides, base=base)
+    metrics = evaluate_checkpoint(cfg, src, args.out)
+    print_metrics(f"evaluation of {src}", metrics)
+    return 0

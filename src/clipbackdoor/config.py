@@ -1,0 +1,335 @@
+"""Experiment configuration: typed sections, YAML layering and dotted ``key=value`` overrides.
+
+Layering follows timm's "YAML as defaults" with torchtune's override syntax: dataclass defaults, then a
+YAML file (a path or a shipped experiment name), then ``section.key=value`` overrides from the command line.
+Component sections (datasets, attacks, models) are plain dicts with a ``name``; they are checked against
+the registered constructor when built, so unknown keys fail there with the component's valid keys.
+Every run writes the fully resolved config as ``config.yaml`` before doing any work.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from clipbackdoor.registry import ConfigError
+
+
+def _synthetic(split: str, num_samples: int) -> dict[str, Any]:
+    return {"name": "synthetic", "split": split, "num_samples": num_samples}
+
+
+@dataclass
+class DataConfig:
+    """Where the training pairs and the zero-shot evaluation images come from."""
+
+    train: dict[str, Any] = field(default_factory=lambda: _synthetic("train", 20000))
+    eval: dict[str, Any] = field(default_factory=lambda: _synthetic("test", 2000))
+    text_augment: dict[str, Any] = field(default_factory=lambda: {"name": "eda"})
+    image_augment: dict[str, Any] = field(default_factory=lambda: {"name": "autoaugment"})
+    # EDA views are fixed per row by default, as in CleanCLIP; "epoch" draws a new one every epoch.
+    text_augment_per: str = "row"
+    num_workers: int = 0
+
+
+@dataclass
+class PoisonConfig:
+    """How many training pairs carry the trigger. ``budget`` >= 1 is a count, below 1 a rate."""
+
+    budget: float = 0.0
+    seed: int | None = None  # None: the experiment seed
+    manifest: str | None = None  # reuse an existing poison_manifest.json instead of drawing one
+
+
+@dataclass
+class InitConfig:
+    """Start from a checkpoint (cleaning) instead of random weights (pre-training)."""
+
+    checkpoint: str | None = None
+    # Cleaning starts with fresh AdamW moments by default, so its configured weight decay really applies
+    # (the original code silently inherited the pre-training optimizer state).
+    inherit_optimizer: bool = False
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # cosine | constant
+    # Reproduce the original scheduler's one-epoch step offset (it skips the warm-up of cleaning runs).
+    legacy_step_offset: bool = False
+    grad_clip: float | None = None
+    device: str = "auto"
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    threads: int | None = None
+    log_every: int = 10
+    checkpoint_every_steps: int | None = None
+    keep_epoch_checkpoints: bool = True
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 500
+    # Trigger placements and noise for ASR come from this seed, so repeated evaluations see the same
+    # triggered images; several draws give a mean and a spread.
+    asr_seed: int = 1234
+    asr_draws: int = 1
+    every_epoch: bool = True
+    max_images: int | None = None
+
+
+@dataclass
+class ExperimentConfig:
+    seed: int = 0
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "tiny-clip"})
+    data: DataConfig = field(default_factory=DataConfig)
+    attack: dict[str, Any] = field(default_factory=lambda: {"name": "badnet", "target": "banana"})
+    poison: PoisonConfig = field(default_factory=PoisonConfig)
+    objective: dict[str, Any] = field(default_factory=lambda: {"clip_weight": 1.0, "inmodal_weight": 0.0})
+    defense: dict[str, Any] | None = None
+    init: InitConfig = field(default_factory=InitConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# building from plain dicts
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _check_scalar(value: Any, tp: Any, where: str) -> Any:
+    """Coerce YAML scalars to the annotated type; reject values of the wrong kind with the field's name."""
+    text = str(tp)
+    optional = "None" in text
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{where}: must not be null")
+    if text.startswith("dict") or "dict[" in text:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return value
+    if tp is bool or text.startswith("bool"):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int or text.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float or text.startswith("float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return float(value)
+    if tp is str or text.startswith("str"):
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
+            f"valid keys{' in ' + where if where else ''}: {', '.join(names)}"
+        )
+    kwargs = {}
+    for name in names:
+        if name not in data:
+            continue
+        key = f"{where}.{name}" if where else name
+        tp = hints[name]
+        if _is_dataclass_type(tp):
+            kwargs[name] = _from_dict(tp, data[name], key)
+        else:
+            kwargs[name] = _check_scalar(data[name], tp, key)
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge. A component section whose ``name`` changes is replaced, not merged, so the
+    old component's keys do not leak into the new one."""
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        if (
+            isinstance(v, dict)
+            and isinstance(out.get(k), dict)
+            and not ("name" in v and v.get("name") != out[k].get("name"))
+        ):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=1e-3"`` -> (["train", "lr"], 0.001). Values are parsed as YAML scalars."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: cannot parse value: {err}") from None
+    # YAML 1.1 reads "1e-3" as a string; a number is what everyone means.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eE") else value
+        except ValueError:
+            pass
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply dotted overrides. An override that changes a component's ``name`` replaces the whole section
+    first (so ``data.train.name=csv data.train.path=x.csv`` does not inherit the synthetic keys), whatever
+    the order of the overrides."""
+    out = copy.deepcopy(data)
+    parsed = [(text, *parse_override(text)) for text in overrides]
+    renames = [p for p in parsed if p[1][-1] == "name"]
+    for text, path, value in renames + [p for p in parsed if p[1][-1] != "name"]:
+        node = out
+        for part in path[:-1]:
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is not a section")
+            node = nxt
+        if path[-1] == "name" and node.get("name") not in (None, value):
+            node.clear()
+        node[path[-1]] = value
+    return out
+
+
+def shipped_configs() -> list[str]:
+    folder = resources.files("clipbackdoor") / "configs" / "experiments"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_yaml(path_or_name: str | Path) -> dict[str, Any]:
+    """Read a YAML config from a path, or a shipped experiment by name (see ``shipped_configs``)."""
+    path = Path(path_or_name)
+    if not path.exists():
+        shipped = resources.files("clipbackdoor") / "configs" / "experiments" / f"{path_or_name}.yaml"
+        if not shipped.is_file():
+            raise ConfigError(
+                f"config {str(path_or_name)!r} is neither a file nor a shipped config "
+                f"({', '.join(shipped_configs())})"
+            )
+        text = shipped.read_text()
+        origin = str(path_or_name)
+    else:
+        text = path.read_text()
+        origin = str(path)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{origin}: invalid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: top level must be a mapping")
+    return data
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+) -> ExperimentConfig:
+    """Defaults <- ``base`` (e.g. an upstream run's config) <- YAML file <- overrides."""
+    data = ExperimentConfig().to_dict()
+    if base:
+        data = _merge(data, base)
+    if path is not None:
+        data = _merge(data, read_yaml(path))
+    data = apply_overrides(data, overrides or [])
+    if data.get("defense") and any(o.strip().startswith("objective.") for o in overrides or []):
+        raise ConfigError(
+            "objective.* overrides conflict with the defense, which sets the objective; "
+            "set the defense's options instead (e.g. defense.inmodal_weight=2)"
+        )
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    from clipbackdoor.defenses import apply_defense
+
+    cfg = _from_dict(ExperimentConfig, apply_defense(data), "")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Reject impossible values early, naming the field."""
+    t = cfg.train
+    checks = [
+        (t.epochs >= 0, "train.epochs", "must be >= 0"),
+        (t.batch_size >= 1, "train.batch_size", "must be >= 1"),
+        (t.lr >= 0, "train.lr", "must be >= 0"),
+        (t.weight_decay >= 0, "train.weight_decay", "must be >= 0"),
+        (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1/beta2", "must be in [0, 1)"),
+        (t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0"),
+        (t.schedule in ("cosine", "constant"), "train.schedule", "must be cosine or constant"),
+        (t.precision in ("fp32", "bf16"), "train.precision", "must be fp32 or bf16"),
+        (t.log_every >= 1, "train.log_every", "must be >= 1"),
+        (t.grad_clip is None or t.grad_clip > 0, "train.grad_clip", "must be > 0 or null"),
+        (t.threads is None or t.threads >= 1, "train.threads", "must be >= 1 or null"),
+        (t.checkpoint_every_steps is None or t.checkpoint_every_steps >= 1,
+         "train.checkpoint_every_steps", "must be >= 1 or null"),
+        (cfg.poison.budget >= 0, "poison.budget", "must be >= 0 (a count >= 1 or a rate < 1)"),
+        (cfg.poison.budget < 1 or float(cfg.poison.budget).is_integer(), "poison.budget",
+         "a count must be a whole number"),
+        (cfg.eval.batch_size >= 1, "eval.batch_size", "must be >= 1"),
+        (cfg.eval.asr_draws >= 1, "eval.asr_draws", "must be >= 1"),
+        (cfg.eval.max_images is None or cfg.eval.max_images >= 1, "eval.max_images", "must be >= 1 or null"),
+        (cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0"),
+        (cfg.data.text_augment_per in ("row", "epoch"), "data.text_augment_per", "must be row or epoch"),
+    ]
+    for ok, key, msg in checks:
+        if not ok:
+            raise ConfigError(f"{key}: {msg}")
+    for key in ("model", "attack"):
+        section = getattr(cfg, key)
+        if "name" not in section:
+            raise ConfigError(f"{key}: missing 'name'")
+    for key in ("train", "eval"):
+        if "name" not in getattr(cfg.data, key):
+            raise ConfigError(f"data.{key}: missing 'name'")
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

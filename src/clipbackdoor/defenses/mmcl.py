@@ -1,0 +1,13 @@
+"""MMCL-only cleaning: plain CLIP fine-tuning on clean pairs (a baseline in Verma et al. 2023)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clipbackdoor.defenses.base import DEFENSES
+
+
+@DEFENSES.register("mmcl")
+class MMCLFinetune:
+    def objective(self) -> dict[str, Any]:
+        return {"clip_weight": 1.0, "inmodal_weight": 0.0}

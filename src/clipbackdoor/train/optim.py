@@ -1,0 +1,25 @@
+"""AdamW with CLIP's two parameter groups."""
+
+from __future__ import annotations
+
+import torch
+
+
+def no_decay(name: str, param: torch.nn.Parameter) -> bool:
+    """Norm weights, biases, embeddings' scale-like 1-d tensors and the logit scale get no weight decay
+    (CLIP, CleanCLIP: names containing bn/ln/bias/logit_scale; any 1-d tensor is a gain or a bias)."""
+    return param.ndim < 2 or any(k in name for k in ("bn", "ln", "bias", "logit_scale"))
+
+
+def build_optimizer(
+    model: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, float], eps: float
+) -> torch.optim.AdamW:
+    decay, plain = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (plain if no_decay(name, p) else decay).append(p)
+    groups = [
+        {"params": plain, "weight_decay": 0.0, "name": "no_decay"},
+        {"params": decay, "weight_decay": weight_decay, "name": "decay"},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)

@@ -1,0 +1,143 @@
+"""Run directories and the assembly of a run's components from its config.
+
+A run directory is the unit that every later stage reads: ``config.yaml`` (resolved, written first),
+``metrics.jsonl``, ``checkpoints/``, ``poison_manifest.json`` where the training data were poisoned, and
+``summary.json`` once the run is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from clipbackdoor.config import ExperimentConfig, config_from_dict, dump_config
+from clipbackdoor.data import registries
+from clipbackdoor.io import atomic_write_text
+from clipbackdoor.models import create_model
+from clipbackdoor.poison import ATTACKS, MANIFEST_NAME, PoisonManifest, Poisoner, create_manifest
+from clipbackdoor.registry import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Keys that change how a run executes but not what it computes; a resumed run may differ in them.
+_EXECUTION_KEYS = {("train", "progress"), ("train", "threads"), ("data", "num_workers"), ("train", "device")}
+
+
+class RunDir:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    config_path = property(lambda self: self.path / "config.yaml")
+    metrics = property(lambda self: self.path / "metrics.jsonl")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    manifest = property(lambda self: self.path / MANIFEST_NAME)
+    summary_path = property(lambda self: self.path / "summary.json")
+
+    def read_config(self) -> ExperimentConfig:
+        if not self.config_path.is_file():
+            raise ConfigError(f"{self.path} is not a run directory (no config.yaml)")
+        return config_from_dict(yaml.safe_load(self.config_path.read_text()))
+
+    def write_config(self, cfg: ExperimentConfig) -> None:
+        """Write the resolved config; an existing run directory must hold the same experiment."""
+        if self.config_path.is_file():
+            old = yaml.safe_load(self.config_path.read_text())
+            diff = _differences(old, cfg.to_dict())
+            if diff:
+                raise ConfigError(
+                    f"{self.path} already holds a run with a different config ({'; '.join(diff[:5])}); "
+                    "choose a new output directory or delete it"
+                )
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.config_path, dump_config(cfg))
+
+    def is_complete(self) -> bool:
+        return self.summary_path.is_file()
+
+    def summary(self) -> dict[str, Any]:
+        return json.loads(self.summary_path.read_text())
+
+
+def _differences(old: dict, new: dict, prefix: tuple[str, ...] = ()) -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        path = (*prefix, key)
+        if path in _EXECUTION_KEYS:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, path)
+        elif a != b:
+            out.append(f"{'.'.join(path)}: {a!r} -> {b!r}")
+    return out
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+@dataclass
+class Components:
+    model: torch.nn.Module
+    tokenizer: Any
+    pairs: Any
+    eval_set: Any
+    attack: Any
+    poisoner: Poisoner | None
+    text_augment: Any
+    image_augment: Any
+
+
+def build_eval_parts(cfg: ExperimentConfig, device: torch.device):
+    """Model, tokenizer, evaluation set and attack: what evaluating a checkpoint needs."""
+    bundle = create_model(**cfg.model)
+    extra = {"image_size": bundle.image_size, "experiment_seed": cfg.seed}
+    eval_set = registries.EVAL_DATASETS.build(cfg.data.eval, "data.eval", **extra)
+    attack = ATTACKS.build(cfg.attack, "attack", default_templates=eval_set.templates)
+    return bundle.model.to(device), bundle.tokenizer, eval_set, attack, extra
+
+
+def build_poisoner(cfg: ExperimentConfig, pairs, attack, run: RunDir | None) -> Poisoner | None:
+    """Reuse ``poison.manifest``, or draw a new manifest from the budget; write it into the run."""
+    if cfg.poison.manifest:
+        manifest = PoisonManifest.read(cfg.poison.manifest)
+        poisoner = Poisoner(manifest)
+        poisoner.check_dataset(pairs)
+    elif cfg.poison.budget > 0:
+        seed = cfg.seed if cfg.poison.seed is None else cfg.poison.seed
+        manifest = create_manifest(pairs, attack, cfg.poison.budget, seed)
+        poisoner = Poisoner(manifest, attack)
+    else:
+        return None
+    if run is not None:
+        manifest.write(run.manifest)
+    log.info("poisoned %d of %d training pairs", len(manifest.samples), len(pairs))
+    return poisoner
+
+
+def build_components(cfg: ExperimentConfig, run: RunDir | None, device: torch.device) -> Components:
+    # Importing registers the augmentations.
+    from clipbackdoor.data import augment_image, augment_text  # noqa: F401
+
+    model, tokenizer, eval_set, attack, extra = build_eval_parts(cfg, device)
+    pairs = registries.DATASETS.build(cfg.data.train, "data.train", **extra)
+    return Components(
+        model=model,
+        tokenizer=tokenizer,
+        pairs=pairs,
+        eval_set=eval_set,
+        attack=attack,
+        poisoner=build_poisoner(cfg, pairs, attack, run),
+        text_augment=registries.TEXT_AUGMENTATIONS.build(cfg.data.text_augment, "data.text_augment"),
+        image_augment=registries.IMAGE_AUGMENTATIONS.build(cfg.data.image_augment, "data.image_augment"),
+    )

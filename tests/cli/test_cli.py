@@ -1,0 +1,70 @@
+"""The command line end to end on tiny synthetic runs, and its error messages."""
+
+import json
+
+import pytest
+
+from clipbackdoor.cli import main
+
+TINY = ["data.train.num_samples=256", "data.eval.num_samples=100", "train.batch_size=64", "train.epochs=1",
+        "train.warmup_steps=1", "train.progress=false", "eval.batch_size=100"]
+
+
+def test_help_lists_the_subcommands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for cmd in ("poison", "pretrain", "clean", "evaluate", "list"):
+        assert cmd in out
+
+
+def test_poison_pretrain_clean_evaluate(tmp_path, capsys):
+    assert main(["poison", "--config", "mmcl", "--out", str(tmp_path / "poison"), "--export", *TINY]) == 0
+    manifest = tmp_path / "poison" / "poison_manifest.json"
+    assert json.loads(manifest.read_text())["num_poisoned"] == 13  # 5% of 256
+    csv_text = (tmp_path / "poison" / "data" / "poisoned.csv").read_text().splitlines()
+    assert csv_text[0] == "image,caption,is_backdoor" and len(csv_text) == 257
+    assert sum(line.endswith(",1") for line in csv_text) == 13
+
+    for objective in ("mmcl", "mmcl-ssl"):
+        assert main(["pretrain", "--config", objective, "--out", str(tmp_path / objective), *TINY,
+                     f"poison.manifest={manifest}"]) == 0
+        # The reused manifest is copied into the run directory unchanged.
+        assert (tmp_path / objective / "poison_manifest.json").read_text() == manifest.read_text()
+    assert main(["clean", "--from", str(tmp_path / "mmcl"), "--defense", "cleanclip", "--out",
+                 str(tmp_path / "clean"), "train.epochs=1", "data.train.num_samples=128", "train.progress=false",
+                 "train.batch_size=64"]) == 0
+    cfg = (tmp_path / "clean" / "config.yaml").read_text()
+    assert "cleanclip" in cfg and "inmodal_weight: 1.0" in cfg
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "clean"), "--out", str(tmp_path / "eval"),
+                 "eval.asr_draws=2"]) == 0
+    out = capsys.readouterr().out
+    assert "asr_top1_std" in out and "zeroshot_top1" in out
+    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["final"]["eval_images"] == 100
+
+
+def test_unknown_config_key_is_a_clear_error(tmp_path, capsys):
+    assert main(["pretrain", "--out", str(tmp_path), "train.lrr=1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key(s) train.lrr" in err and "Traceback" not in err
+
+
+def test_unknown_component_key_names_the_valid_ones(tmp_path, capsys):
+    assert main(["pretrain", "--out", str(tmp_path), *TINY, "attack.patchsize=4"]) == 2
+    err = capsys.readouterr().err
+    assert "attack (badnet): unknown key(s) 'patchsize'" in err and "patch_size" in err
+
+
+def test_missing_csv_image_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "train.csv").write_text("image,caption\nmissing.png,a cat\n")
+    tiny = [o for o in TINY if not o.startswith("data.train.")]
+    code = main(["pretrain", "--out", str(tmp_path / "run"), *tiny, "data.train.name=csv",
+                 f"data.train.path={tmp_path / 'train.csv'}"])
+    assert code == 2
+    assert "line 2: image file not found" in capsys.readouterr().err
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "badnet" in out and "cleanclip" in out and "tiny-clip" in out and "mmcl-ssl" in out

@@ -1,0 +1,115 @@
+"""The one training loop: run directory contents, resume equivalence, poisoning and cleaning."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import clipbackdoor.train.loop as loop
+from clipbackdoor.config import load_config
+from clipbackdoor.io import read_jsonl
+from clipbackdoor.registry import ConfigError
+from clipbackdoor.train.loop import run_training
+
+TINY = [
+    "data.train.num_samples=384", "data.eval.num_samples=120", "train.batch_size=64", "train.epochs=2",
+    "train.warmup_steps=2", "train.log_every=1", "train.progress=false", "train.threads=1",
+    "poison.budget=0.1", "attack.patch_size=4", "eval.batch_size=64",
+]
+
+# Timing fields differ between any two runs; everything else must be identical.
+TIMING = {"samples_per_second", "eval_seconds"}
+
+
+def _cfg(*extra):
+    return load_config(None, [*TINY, *extra])
+
+
+def _records(run_dir):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in read_jsonl(run_dir / "metrics.jsonl")]
+
+
+def test_run_directory_holds_config_metrics_checkpoints_and_manifest(tmp_path):
+    summary = run_training(_cfg(), tmp_path)
+    files = {p.name for p in tmp_path.iterdir()}
+    assert {"config.yaml", "metrics.jsonl", "checkpoints", "poison_manifest.json", "summary.json"} <= files
+    assert {p.name for p in (tmp_path / "checkpoints").iterdir()} == {
+        "last.pt", "epoch_0.safetensors", "epoch_1.safetensors", "epoch_2.safetensors"}
+    evals = [r for r in _records(tmp_path) if r["kind"] == "eval"]
+    # Evaluated before training and after every epoch.
+    assert [r["epoch"] for r in evals] == [0, 1, 2]
+    for key in ("zeroshot_top1", "zeroshot_top5", "asr_top1", "clean_target_rate"):
+        assert 0.0 <= evals[-1][key] <= 1.0
+    train = [r for r in _records(tmp_path) if r["kind"] == "train"]
+    assert [r["step"] for r in train] == list(range(1, 13))  # 384 // 64 = 6 steps per epoch
+    assert summary["poisoned_pairs"] == 38
+    manifest = json.loads((tmp_path / "poison_manifest.json").read_text())
+    assert manifest["num_poisoned"] == 38
+    # A finished run is returned, not retrained.
+    assert run_training(_cfg(), tmp_path) == summary
+
+
+@pytest.mark.parametrize("objective", [["objective.inmodal_weight=0"], ["objective.inmodal_weight=1"]])
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, objective):
+    extra = [*objective, "train.checkpoint_every_steps=4"]
+    run_training(_cfg(*extra), tmp_path / "straight")
+
+    calls = {"n": 0}
+    real = loop.forward_batch
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 10:  # mid second epoch, after the step-8 checkpoint
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "forward_batch", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(_cfg(*extra), tmp_path / "resumed")
+    monkeypatch.setattr(loop, "forward_batch", real)
+    run_training(_cfg(*extra), tmp_path / "resumed")
+
+    assert _records(tmp_path / "resumed") == _records(tmp_path / "straight")
+    a = load_file(tmp_path / "straight" / "checkpoints" / "epoch_2.safetensors")
+    b = load_file(tmp_path / "resumed" / "checkpoints" / "epoch_2.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_config_and_seed_give_the_same_metrics(tmp_path):
+    cfg = _cfg("train.epochs=1")
+    run_training(cfg, tmp_path / "a")
+    run_training(cfg, tmp_path / "b")
+    assert _records(tmp_path / "a") == _records(tmp_path / "b")
+    assert (tmp_path / "a" / "poison_manifest.json").read_text() == (tmp_path / "b" / "poison_manifest.json").read_text()
+
+
+def test_run_directory_refuses_a_different_config(tmp_path):
+    run_training(_cfg("train.epochs=0"), tmp_path)
+    with pytest.raises(ConfigError, match="train.lr"):
+        run_training(_cfg("train.epochs=0", "train.lr=0.5"), tmp_path)
+
+
+def test_cleaning_starts_from_the_checkpoint_with_fresh_optimizer(tmp_path):
+    run_training(_cfg("train.epochs=1"), tmp_path / "pre")
+    pre = [r for r in _records(tmp_path / "pre") if r["kind"] == "eval"][-1]
+    clean = _cfg("train.epochs=1", "poison.budget=0", f"init.checkpoint={tmp_path / 'pre'}",
+                 "defense.name=cleanclip", "train.weight_decay=0.5")
+    assert clean.objective == {"clip_weight": 1.0, "inmodal_weight": 1.0}
+    run_training(clean, tmp_path / "clean")
+    first = [r for r in _records(tmp_path / "clean") if r["kind"] == "eval"][0]
+    # Epoch 0 of cleaning is the pre-trained model itself.
+    assert first["zeroshot_top1"] == pre["zeroshot_top1"] and first["asr_top1"] == pre["asr_top1"]
+    assert not (tmp_path / "clean" / "poison_manifest.json").exists()
+    state = torch.load(tmp_path / "clean" / "checkpoints" / "last.pt", weights_only=True)
+    assert {g["weight_decay"] for g in state["optimizer"]["param_groups"]} == {0.0, 0.5}
+
+
+def test_inherited_optimizer_keeps_pretraining_weight_decay(tmp_path):
+    run_training(_cfg("train.epochs=1"), tmp_path / "pre")
+    clean = _cfg("train.epochs=1", "poison.budget=0", f"init.checkpoint={tmp_path / 'pre'}",
+                 "init.inherit_optimizer=true", "train.weight_decay=0.5")
+    run_training(clean, tmp_path / "clean")
+    state = torch.load(tmp_path / "clean" / "checkpoints" / "last.pt", weights_only=True)
+    # The faithful mode reproduces the original's silent override of the configured weight decay.
+    assert {g["weight_decay"] for g in state["optimizer"]["param_groups"]} == {0.0, 0.1}
