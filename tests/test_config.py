@@ -201,25 +201,37 @@ def test_whole_section_override_replaces_component():
     assert cfg.data.train == {"name": "csv", "path": "pairs.csv"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: apply_overrides sets data.train.name=csv key by key, so the synthetic section's split/"
-    "num_samples leak into the csv component (only YAML layering goes through _merge's name-change rule)",
+@pytest.mark.parametrize(
+    "overrides",
+    [["data.train.name=csv", "data.train.path=pairs.csv"], ["data.train.path=pairs.csv", "data.train.name=csv"]],
 )
-def test_dotted_name_override_replaces_component():
-    cfg = load_config(None, ["data.train.name=csv", "data.train.path=pairs.csv"])
+def test_dotted_name_override_replaces_component(overrides):
+    # The same rule on the command line, whatever the order of the overrides: otherwise split/num_samples
+    # of the synthetic default would reach the csv constructor and the dataset could not be switched.
+    cfg = load_config(None, overrides)
     assert cfg.data.train == {"name": "csv", "path": "pairs.csv"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: same root cause as above, hit by `clipbackdoor clean --defense mmcl` (it inserts "
-    "defense.name=mmcl) when the config's defense section holds cleanclip options: they leak into mmcl",
-)
+def test_dotted_same_name_override_keeps_section():
+    cfg = load_config(None, ["data.train.name=synthetic", "data.train.num_samples=10"])
+    assert cfg.data.train == {"name": "synthetic", "split": "train", "num_samples": 10}
+
+
 def test_dotted_defense_name_override_replaces_section():
+    # `clipbackdoor clean --defense mmcl` inserts defense.name=mmcl over a defense section that may hold
+    # cleanclip options; they must not leak into mmcl (which takes none).
     cfg = load_config(None, ["defense.name=mmcl"], base={"defense": {"name": "cleanclip", "inmodal_weight": 2}})
     assert cfg.defense == {"name": "mmcl"}
     assert cfg.objective == {"clip_weight": 1.0, "inmodal_weight": 0.0}
+
+
+def test_defense_option_given_before_rename_survives():
+    # the option belongs to the new defense even when written before the name change
+    cfg = load_config(
+        None, ["defense.inmodal_weight=3", "defense.name=ssl"], base={"defense": {"name": "cleanclip", "clip_weight": 2}}
+    )
+    assert cfg.defense == {"name": "ssl", "inmodal_weight": 3}
+    assert cfg.objective == {"clip_weight": 0.0, "inmodal_weight": 3}
 
 
 def test_read_yaml_errors(tmp_path):

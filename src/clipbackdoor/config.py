@@ -275,7 +275,13 @@ def load_config(
     if base:
         data = _merge(data, base)
     if path is not None:
-        data = _merge(data, read_yaml(path))
+        file_data = read_yaml(path)
+        if file_data.get("defense") and "objective" in file_data:
+            raise ConfigError(
+                f"{path}: sets both 'defense' and 'objective'; the defense sets the objective, so set "
+                "the defense's options instead (e.g. defense: {name: cleanclip, inmodal_weight: 2})"
+            )
+        data = _merge(data, file_data)
     data = apply_overrides(data, overrides or [])
     if data.get("defense") and any(o.strip().startswith("objective.") for o in overrides or []):
         raise ConfigError(
@@ -288,6 +294,8 @@ def load_config(
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     from clipbackdoor.defenses import apply_defense
 
+    if isinstance(data.get("defense"), str):
+        data = {**data, "defense": {"name": data["defense"]}}
     cfg = _from_dict(ExperimentConfig, apply_defense(data), "")
     validate(cfg)
     return cfg

@@ -122,7 +122,8 @@ def test_synonym_replacement_replaces_all_occurrences():
 def test_synonym_replacement_counts_only_replaced_words_and_stops_at_n():
     words = ["the", "cow", "cat", "red", "dog"]
     # Shuffle keeps order: "cow" has no synonym and does not count; "cat" and "red" are the 2 replaced.
-    assert T.synonym_replacement(words, 2, ScriptedRandom(), fake_synonyms) == ["the", "cow", "kitty", "crimson", "dog"]
+    replaced = T.synonym_replacement(words, 2, ScriptedRandom(), fake_synonyms)
+    assert replaced == ["the", "cow", "kitty", "crimson", "dog"]
     # Reversed order: "dog" then "red".
     assert T.synonym_replacement(words, 2, ScriptedRandom(reverse=True), fake_synonyms) == [
         "the", "cow", "cat", "crimson", "hound",
@@ -242,7 +243,8 @@ def test_wordnet_loaded_lazily_and_not_pickled(monkeypatch):
     eda("a red dog", random.Random(0))
     assert eda._wordnet is loaded
     clone = pickle.loads(pickle.dumps(eda))
-    assert clone._wordnet is None and clone("a red dog", random.Random(0)) == eda("a red dog", random.Random(0))
+    assert clone._wordnet is None
+    assert clone("a red dog", random.Random(0)) == eda("a red dog", random.Random(0))
     given = pickle.loads(pickle.dumps(T.EDA(wordnet=FakeWordNet())))
     assert isinstance(given._wordnet, FakeWordNet)
 
@@ -266,7 +268,8 @@ def test_stop_words_are_edas_list():
 def real_wordnet(tmp_path_factory):
     if not W.DEBIAN_WORDNET.is_dir():
         pytest.skip("Debian's wordnet-base is not installed")
-    return W.load_wordnet(W.install_wordnet(tmp_path_factory.mktemp("nltk_data")))
+    # The same folder as test_wordnet's fixture, so load_wordnet's cache loads WordNet once per session.
+    return W.load_wordnet(W.install_wordnet(tmp_path_factory.getbasetemp() / "nltk_data"))
 
 
 def test_real_wordnet_synonyms(real_wordnet):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import pickle
 
 import pytest
@@ -18,13 +20,6 @@ class Net(torch.nn.Module):
         self.lin = torch.nn.Linear(3, 2)
         self.norm = torch.nn.LayerNorm(2)
         self.register_buffer("steps", torch.tensor(7))
-
-
-class NotATensor:
-    """An arbitrary class: unpickling it could run code, so load_state must refuse it."""
-
-    def __init__(self):
-        self.x = 1
 
 
 def training_state(net):
@@ -119,20 +114,30 @@ def test_failed_weights_write_keeps_previous_file(tmp_path, monkeypatch):
 
 
 def test_load_state_refuses_arbitrary_objects(tmp_path):
-    # torch.load without weights_only would unpickle (and could execute) anything in the file.
+    # torch.load without weights_only would unpickle (and could execute) anything in the file. The class
+    # must be importable, so that only the weights_only rule (not a failed import) can reject it.
     path = tmp_path / "evil.pt"
-    torch.save({"model": {}, "payload": NotATensor()}, path)
+    torch.save({"model": {}, "args": argparse.Namespace(lr=1e-3)}, path)
     with pytest.raises(ConfigError, match="evil.pt"):
         ckpt.load_state(path)
 
 
-def test_load_state_refuses_reduce_payload(tmp_path):
-    class Exploit:
-        def __reduce__(self):
-            return (print, ("pwned",))
+class CallsOnLoad:
+    def __reduce__(self):
+        # a harmless stand-in for os.system: any importable callable runs when unpickled
+        return (os.getcwd, ())
 
+
+def test_load_state_refuses_reduce_payload(tmp_path):
     path = tmp_path / "exploit.pt"
-    path.write_bytes(pickle.dumps(Exploit(), protocol=2))
+    torch.save({"model": {}, "x": CallsOnLoad()}, path)
+    with pytest.raises(ConfigError):
+        ckpt.load_state(path)
+
+
+def test_load_state_refuses_raw_pickle(tmp_path):
+    path = tmp_path / "raw.pt"
+    path.write_bytes(pickle.dumps({"x": CallsOnLoad()}, protocol=2))
     with pytest.raises(ConfigError):
         ckpt.load_state(path)
 

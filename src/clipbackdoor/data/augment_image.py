@@ -172,15 +172,16 @@ def warp(images: torch.Tensor, matrices: torch.Tensor, fill: int) -> torch.Tenso
 
 
 # --------------------------------------------------------------------------------------------------------
-# Colour ops. Blends use addcmul, which rounds like the fused ``mul(r).add_(x, alpha=1 - r)`` of
-# torchvision; a plain ``a * r + b * (1 - r)`` rounds twice and truncates ~1 % of pixels differently.
+# Colour ops: ``op(images uint8 (N, 3, H, W), magnitudes (N,)) -> uint8 (N, 3, H, W)``, one magnitude per
+# image. Blends use addcmul, which rounds like torchvision's fused ``mul(r).add_(x, alpha=1 - r)``; a plain
+# ``a * r + b * (1 - r)`` rounds twice and, after truncation to uint8, differs in ~1 % of pixels.
 
 
 def _column(values: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     return values.to(device=images.device, dtype=torch.float32).view(-1, 1, 1, 1)
 
 
-def _factor_and_complement(magnitudes: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _factor_and_complement(magnitudes: torch.Tensor, images: torch.Tensor):
     # torchvision gets ``1.0 + magnitude`` and ``1.0 - factor`` in double precision, then casts to float32.
     factor = 1.0 + magnitudes.double()
     return _column(factor, images), _column(1.0 - factor, images)
@@ -191,31 +192,35 @@ def _grayscale_floor(images: torch.Tensor) -> torch.Tensor:
     return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).unsqueeze(1).floor_()
 
 
-def _blend(images: torch.Tensor, other: torch.Tensor, factor: torch.Tensor, complement: torch.Tensor) -> torch.Tensor:
+def _blend(images: torch.Tensor, other: torch.Tensor, factor: torch.Tensor, complement: torch.Tensor):
     return torch.addcmul(images.mul(factor), other, complement).clamp_(0, 255).to(torch.uint8)
 
 
 def brightness(images: torch.Tensor, magnitudes: torch.Tensor) -> torch.Tensor:
+    """Scale pixel values by ``1 + magnitude``."""
     factor, _ = _factor_and_complement(magnitudes, images)
     return images.mul(factor).clamp_(0, 255).to(torch.uint8)
 
 
 def color(images: torch.Tensor, magnitudes: torch.Tensor) -> torch.Tensor:
+    """Saturation: blend with the image's greyscale by ``1 + magnitude`` (> 1 extrapolates away from grey)."""
     factor, complement = _factor_and_complement(magnitudes, images)
     return _blend(images, _grayscale_floor(images), factor, complement)
 
 
 def contrast(images: torch.Tensor, magnitudes: torch.Tensor) -> torch.Tensor:
+    """Blend with the image's mean grey level by ``1 + magnitude``."""
     factor, complement = _factor_and_complement(magnitudes, images)
     mean = _grayscale_floor(images).mean(dim=(-3, -2, -1), keepdim=True)
     return _blend(images, mean, factor, complement)
 
 
 def sharpness(images: torch.Tensor, magnitudes: torch.Tensor) -> torch.Tensor:
+    """Blend the interior with a 3x3 blur by ``1 + magnitude``; the one-pixel border is kept."""
     _, _, h, w = images.shape
     if h <= 2 or w <= 2:
         return images
-    factor, complement = _factor_and_complement(magnitudes, images)
+    _, complement = _factor_and_complement(magnitudes, images)
     # torchvision blurs with the 3x3 kernel [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13 in float and rounds.
     # The blur is k/13 for an integer k, never exactly x.5, so the integer form round(k / 13) =
     # (2k + 13) // 26 gives the same values without a (slow, tiny) depthwise convolution.
@@ -231,20 +236,23 @@ def sharpness(images: torch.Tensor, magnitudes: torch.Tensor) -> torch.Tensor:
 
 
 def posterize(images: torch.Tensor, magnitudes: torch.Tensor) -> torch.Tensor:
+    """Keep the ``int(magnitude)`` highest bits of every value."""
     bits = magnitudes.to(torch.int64)  # int(magnitude)
     mask = ((255 << (8 - bits)) & 255).to(device=images.device, dtype=torch.uint8)
     return images & mask.view(-1, 1, 1, 1)
 
 
 def solarize(images: torch.Tensor, magnitudes: torch.Tensor) -> torch.Tensor:
+    """Invert the values at or above the threshold ``magnitude``."""
     # For integer pixels ``x >= t`` is ``x >= ceil(t)``: compare in uint8 and invert by xor with 255,
     # which is several times faster than a float comparison and torch.where on a broadcast threshold.
-    threshold = magnitudes.to(torch.float32).ceil().clamp(0, 256).to(device=images.device, dtype=torch.int16)
-    flip = images >= threshold.view(-1, 1, 1, 1)
+    threshold = magnitudes.to(torch.float32).ceil().clamp(0, 256).to(torch.int16)
+    flip = images >= threshold.to(images.device).view(-1, 1, 1, 1)
     return images ^ flip.to(torch.uint8).mul_(255)
 
 
 def autocontrast(images: torch.Tensor, magnitudes: torch.Tensor | None = None) -> torch.Tensor:
+    """Stretch every channel linearly to 0..255 (constant channels are left alone)."""
     x = images.float()
     low = x.amin(dim=(-2, -1), keepdim=True)
     high = x.amax(dim=(-2, -1), keepdim=True)
@@ -277,6 +285,7 @@ def equalize(images: torch.Tensor, magnitudes: torch.Tensor | None = None) -> to
 
 
 def invert(images: torch.Tensor, magnitudes: torch.Tensor | None = None) -> torch.Tensor:
+    """``255 - x``."""
     return images.bitwise_not()
 
 
@@ -287,7 +296,7 @@ _COLOUR_OPS = {
 }  # fmt: skip
 
 
-def apply_op(images: torch.Tensor, op: str, magnitudes: torch.Tensor, fill: int = 128) -> torch.Tensor:
+def apply_op(images: torch.Tensor, op: str, magnitudes: torch.Tensor, fill: int = 0) -> torch.Tensor:
     """Apply one AutoAugment op to every image, each with its own signed magnitude.
 
     Args:
@@ -309,12 +318,16 @@ def apply_op(images: torch.Tensor, op: str, magnitudes: torch.Tensor, fill: int 
 class BatchAutoAugment:
     """torchvision's AutoAugment with the ImageNet policy, vectorised over a batch.
 
+    CleanCLIP augments the decoded image before resizing it to the model resolution; here the batch is
+    already resized. Pixel-wise ops are unaffected; shears and rotations resample, and autocontrast and
+    equalize take their statistics, at the model resolution instead.
+
     Args:
         fill: value (0..255, all channels) of pixels that shears and rotations bring in from outside the
             frame. ``torchvision.transforms.AutoAugment()``, which CleanCLIP calls, fills with 0.
     """
 
-    def __init__(self, fill: int = 128) -> None:
+    def __init__(self, fill: int = 0) -> None:
         if isinstance(fill, bool) or not isinstance(fill, int) or not 0 <= fill <= 255:
             raise ConfigError(f"autoaugment: fill must be an integer in 0..255, got {fill!r}")
         self.fill = fill

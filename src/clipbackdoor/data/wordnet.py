@@ -22,7 +22,8 @@ from pathlib import Path
 DEBIAN_WORDNET = Path("/usr/share/wordnet")
 
 INSTALL_HINT = (
-    "install it with `apt-get install wordnet-base wordnet-sense-index`, then run `clipbackdoor setup-wordnet`"
+    "install it with `apt-get install wordnet-base wordnet-sense-index`, "
+    "then run `clipbackdoor setup-wordnet`"
 )
 
 #: The 45 lexicographer files of WordNet 3.0 (``lexnames(5WN)``): number, name, syntactic category
@@ -61,10 +62,10 @@ def lexnames_text() -> str:
 
 
 def _copy_if_changed(src: Path, dst: Path) -> None:
-    # Earlier installs (or a hand-made corpus) may hold symlinks, which nltk refuses: replace them.
+    # Earlier or hand-made corpora may hold symlinks or hard links, which nltk refuses: replace them.
     if dst.is_file() and not dst.is_symlink():
         s, d = src.stat(), dst.stat()
-        if s.st_size == d.st_size and int(s.st_mtime) == int(d.st_mtime):
+        if s.st_size == d.st_size and int(s.st_mtime) == int(d.st_mtime) and d.st_nlink == 1:
             return
     tmp = dst.with_name(dst.name + ".part")
     shutil.copyfile(src, tmp)
@@ -75,9 +76,10 @@ def _copy_if_changed(src: Path, dst: Path) -> None:
 
 
 def install_wordnet(dest: str | Path, source: str | Path = DEBIAN_WORDNET) -> Path:
-    """Create ``dest/corpora/wordnet/`` from a WordNet 3.0 database folder plus a generated ``lexnames``.
+    """Create ``dest/corpora/wordnet/``: copies of a WordNet 3.0 database plus a generated ``lexnames``.
 
-    Idempotent: files already copied (same size and modification time) are kept.
+    Idempotent: files already copied (same size and modification time) are kept. Copies, not symlinks,
+    because nltk >= 3.9.3 refuses to read corpus files that resolve outside the corpus folder.
 
     Args:
         dest: an nltk data directory, e.g. ``~/nltk_data``.
@@ -94,9 +96,11 @@ def install_wordnet(dest: str | Path, source: str | Path = DEBIAN_WORDNET) -> Pa
         raise WordNetNotFound(f"no WordNet database: {source} does not exist; {INSTALL_HINT}")
     missing = [name for name in CORPUS_FILES if not (source / name).is_file()]
     if missing:
-        raise WordNetNotFound(f"incomplete WordNet database in {source} (no {', '.join(missing)}); {INSTALL_HINT}")
+        lacking = ", ".join(missing)
+        raise WordNetNotFound(f"incomplete WordNet database in {source} (no {lacking}); {INSTALL_HINT}")
     corpus = Path(dest).expanduser() / "corpora" / "wordnet"
     corpus.mkdir(parents=True, exist_ok=True)
+    os.chmod(corpus, 0o755)  # nltk also refuses a corpus folder that others can write to (umask 002)
     for name in CORPUS_FILES:
         _copy_if_changed(source / name, corpus / name)
     lexnames = corpus / "lexnames"

@@ -73,7 +73,10 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 def load_weights_into(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
     # DDP-saved checkpoints prefix every key with "module."
     weights = {k.removeprefix("module."): v for k, v in weights.items()}
-    result = model.load_state_dict(weights, strict=False)
+    try:
+        result = model.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # shape mismatches: a checkpoint of another architecture
+        raise ConfigError(f"checkpoint {source} does not fit the model: {err}") from None
     if result.missing_keys or result.unexpected_keys:
         raise ConfigError(
             f"checkpoint {source} does not fit the model: missing {result.missing_keys[:5]}, "

@@ -178,7 +178,7 @@ def run_training(cfg: ExperimentConfig, out_dir: str | Path) -> dict[str, Any]:
                     record = {"kind": "train", "epoch": pos.epoch + 1, "step": pos.step, "lr": lr,
                               "logit_scale": model.logit_scale.detach().exp().item(),
                               "poisoned_in_batch": int(batch["is_poisoned"].sum())}
-                    record.update({k: round(float(v), 6) for k, v in losses.items()})
+                    record.update({k: round(v.detach().item(), 6) for k, v in losses.items()})
                     record["samples_per_second"] = round(len(batch["index"]) / max(now - tick, 1e-9), 1)
                     logger.log(record)
                     bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}")
