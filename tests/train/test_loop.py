@@ -113,3 +113,12 @@ def test_inherited_optimizer_keeps_pretraining_weight_decay(tmp_path):
     state = torch.load(tmp_path / "clean" / "checkpoints" / "last.pt", weights_only=True)
     # The faithful mode reproduces the original's silent override of the configured weight decay.
     assert {g["weight_decay"] for g in state["optimizer"]["param_groups"]} == {0.0, 0.1}
+
+
+def test_crash_between_last_checkpoint_and_summary_does_not_duplicate_the_evaluation(tmp_path):
+    run_training(_cfg("train.epochs=1"), tmp_path)
+    before = _records(tmp_path)
+    (tmp_path / "summary.json").unlink()  # as if the process died right after the final checkpoint
+    summary = run_training(_cfg("train.epochs=1"), tmp_path)
+    assert _records(tmp_path) == before
+    assert summary["final"]["epoch"] == 1

@@ -139,6 +139,9 @@ def run_training(cfg: ExperimentConfig, out_dir: str | Path) -> dict[str, Any]:
             "position": vars(pos).copy(), "torch_rng": torch.get_rng_state(),
         })
 
+    # A run resumed at an epoch boundary already logged that epoch's evaluation; it must not log it twice.
+    done = [r for r in read_jsonl(run.metrics) if r["kind"] == "eval" and r["epoch"] == pos.epoch]
+    last_eval: dict[str, Any] | None = done[-1] if done and pos.batch == 0 else None
     with JsonlLogger(run.metrics) as logger:
         if pos.epoch == 0 and pos.batch == 0:
             last_eval = evaluate(logger)
@@ -192,7 +195,8 @@ def run_training(cfg: ExperimentConfig, out_dir: str | Path) -> dict[str, Any]:
             if cfg.eval.every_epoch or pos.epoch == t.epochs:
                 last_eval = evaluate(logger)
             save(final_of_epoch=True)
-        if "last_eval" not in locals():
+        if last_eval is None or last_eval["epoch"] != pos.epoch:
+            # Resumed after the last epoch's checkpoint, or evaluation only at the end.
             last_eval = evaluate(logger)
     summary = {"status": "complete", "epochs": t.epochs, "steps": pos.step, "final": last_eval,
                "train_pairs": len(c.pairs), "poisoned_pairs": len(c.poisoner.manifest.samples) if c.poisoner else 0}
