@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The smallest end-to-end experiment on a CPU (about 4 minutes on 2 cores): poison synthetic pairs with a
+# The smallest end-to-end experiment on a CPU (about 2 minutes on 2 cores): poison synthetic pairs with a
 # BadNet trigger, pre-train a tiny CLIP with MMCL, clean it with CleanCLIP, and evaluate.
 #   bash scripts/quickstart.sh [OUT_DIR]
 set -euo pipefail

@@ -19,7 +19,7 @@ TINY = [
 ]
 
 # Timing fields differ between any two runs; everything else must be identical.
-TIMING = {"samples_per_second", "eval_seconds"}
+TIMING = {"samples_per_second", "eval_seconds", "epoch_seconds"}
 
 
 def _cfg(*extra):
@@ -43,6 +43,10 @@ def test_run_directory_holds_config_metrics_checkpoints_and_manifest(tmp_path):
         assert 0.0 <= evals[-1][key] <= 1.0
     train = [r for r in _records(tmp_path) if r["kind"] == "train"]
     assert [r["step"] for r in train] == list(range(1, 13))  # 384 // 64 = 6 steps per epoch
+    epochs = [r for r in _records(tmp_path) if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    mean = sum(r["loss"] for r in train[:6]) / 6  # log_every=1: every step's loss is logged
+    assert epochs[0]["train_loss"] == pytest.approx(mean, abs=1e-5)
     assert summary["poisoned_pairs"] == 38
     manifest = json.loads((tmp_path / "poison_manifest.json").read_text())
     assert manifest["num_poisoned"] == 38
@@ -122,3 +126,19 @@ def test_crash_between_last_checkpoint_and_summary_does_not_duplicate_the_evalua
     summary = run_training(_cfg("train.epochs=1"), tmp_path)
     assert _records(tmp_path) == before
     assert summary["final"]["epoch"] == 1
+
+
+def test_non_finite_loss_stops_before_the_update_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    real = loop.forward_batch
+
+    def nan_loss(*args, **kwargs):
+        losses = real(*args, **kwargs)
+        return {**losses, "loss": losses["loss"] * float("nan")}
+
+    monkeypatch.setattr(loop, "forward_batch", nan_loss)
+    with pytest.raises(FloatingPointError, match="epoch 1, step 1"):
+        run_training(_cfg("train.epochs=1"), tmp_path)
+    # The epoch-0 state is intact and finite, so the run can resume after the user lowers the lr.
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert state["position"] == {"epoch": 0, "batch": 0, "step": 0, "epoch_loss": 0.0}
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())

@@ -10,6 +10,8 @@ import argparse
 import logging
 import sys
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from clipbackdoor.cli import clean, evaluate, listing, poison, pretrain, setup_wordnet, synthetic
 from clipbackdoor.data.errors import DataError
 from clipbackdoor.registry import ConfigError
@@ -37,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
-        return args.func(args) or 0
+        # Log lines go through tqdm, so they print above the progress bar instead of breaking it.
+        with logging_redirect_tqdm():
+            return args.func(args) or 0
     except (ConfigError, DataError, FloatingPointError) as err:
         print(f"clipbackdoor {args.command}: error: {err}", file=sys.stderr)
         return 2

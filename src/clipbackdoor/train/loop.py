@@ -42,6 +42,8 @@ class Position:
     epoch: int = 0
     batch: int = 0
     step: int = 0
+    # Sum of this epoch's batch losses so far; checkpointed, so a resumed epoch reports the same mean.
+    epoch_loss: float = 0.0
 
 
 def forward_batch(model, batch, objective, normalize, image_augment, generator, device) -> dict[str, torch.Tensor]:
@@ -67,6 +69,155 @@ def _truncate_metrics(path: Path, step: int) -> None:
         write_jsonl(path, kept)
 
 
+class Trainer:
+    """Holds a run's components and position; ``fit`` evaluates, trains, checkpoints and resumes."""
+
+    def __init__(self, cfg: ExperimentConfig, run: RunDir) -> None:
+        self.cfg, self.run, t = cfg, run, cfg.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        self.device = resolve_device(t.device)
+        seed_everything(derive_seed(cfg.seed, "init"))
+        self.c = build_components(cfg, run, self.device)
+        self.model, self.objective = self.c.model, build_objective(cfg.objective)
+        self.normalize = Normalize().to(self.device)
+        self.batches = PairBatches(
+            self.c.pairs, self.c.tokenizer, seed=cfg.seed, poisoner=self.c.poisoner,
+            text_augment=self.c.text_augment if self.objective.needs_views else None,
+            text_augment_per=cfg.data.text_augment_per,
+        )
+        self.sampler = EpochBatchSampler(len(self.c.pairs), t.batch_size, seed=derive_seed(cfg.seed, "data"))
+        self.loader = make_loader(self.batches, self.sampler, cfg.data.num_workers)
+        self.steps_per_epoch = len(self.sampler)
+        self.optimizer = build_optimizer(self.model, t.lr, t.weight_decay, (t.beta1, t.beta2), t.eps)
+        self.evaluator = Evaluator(
+            self.c.eval_set, self.c.tokenizer, self.c.attack, seed=cfg.eval.asr_seed, draws=cfg.eval.asr_draws,
+            batch_size=cfg.eval.batch_size, max_images=cfg.eval.max_images, device=self.device,
+        )
+        self.pos = Position()
+        self.last = run.checkpoints / ckpt.LAST
+
+    # -- state ---------------------------------------------------------------------------------------
+    def restore(self) -> None:
+        """Resume from ``last.pt``; else start from ``init.checkpoint`` or random weights."""
+        init = self.cfg.init
+        if self.last.is_file():
+            state = ckpt.load_state(self.last)
+            ckpt.load_weights_into(self.model, state["model"], str(self.last))
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.pos = Position(**state["position"])
+            torch.set_rng_state(state["torch_rng"])
+            _truncate_metrics(self.run.metrics, self.pos.step)
+            log.info("resuming %s at epoch %d, batch %d", self.run.path, self.pos.epoch, self.pos.batch)
+            return
+        if init.checkpoint:
+            ckpt.load_weights_into(self.model, ckpt.read_weights(init.checkpoint), init.checkpoint)
+            if init.inherit_optimizer:
+                state = ckpt.load_state(ckpt.resolve_state_path(init.checkpoint))
+                self.optimizer.load_state_dict(state["optimizer"])
+        self.run.metrics.unlink(missing_ok=True)
+
+    def save(self, end_of_epoch: bool) -> None:
+        if end_of_epoch and self.cfg.train.keep_epoch_checkpoints:
+            ckpt.save_weights(self.run.checkpoints / ckpt.epoch_weights_name(self.pos.epoch), self.model)
+        ckpt.save_state(self.last, {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "position": vars(self.pos).copy(), "torch_rng": torch.get_rng_state(),
+        })
+
+    def evaluate(self, logger: JsonlLogger) -> dict[str, Any]:
+        start = time.perf_counter()
+        metrics = self.evaluator(self.model)
+        record = {"kind": "eval", "epoch": self.pos.epoch, "step": self.pos.step, **metrics,
+                  "eval_seconds": round(time.perf_counter() - start, 3)}
+        logger.log(record)
+        log.info("epoch %d: %s", self.pos.epoch, _fmt(metrics))
+        return record
+
+    # -- training ------------------------------------------------------------------------------------
+    def step(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], float]:
+        t, pos = self.cfg.train, self.pos
+        lr = lr_at(pos.step, base_lr=t.lr, warmup_steps=t.warmup_steps,
+                   total_steps=self.steps_per_epoch * t.epochs, schedule=t.schedule,
+                   step_offset=self.steps_per_epoch if t.legacy_step_offset else 0)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        # Views are seeded by position, so a resumed run draws exactly the views it would have drawn.
+        gen = torch_generator(self.cfg.seed, "image-views", pos.epoch, pos.batch)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
+            losses = forward_batch(self.model, batch, self.objective, self.normalize, self.c.image_augment,
+                                   gen, self.device)
+        if not torch.isfinite(losses["loss"]):
+            raise FloatingPointError(
+                f"loss is {losses['loss'].item()} at epoch {pos.epoch + 1}, step {pos.step + 1}; "
+                "lower train.lr or set train.grad_clip (the last checkpoint is intact)"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        if t.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        self.optimizer.step()
+        with torch.no_grad():
+            # CLIP clamps the learned temperature so that s = exp(logit_scale) <= 100.
+            self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        pos.batch += 1
+        pos.step += 1
+        pos.epoch_loss += losses["loss"].detach().item()
+        return losses, lr
+
+    def train_epoch(self, logger: JsonlLogger) -> None:
+        t, pos = self.cfg.train, self.pos
+        self.sampler.set_epoch(pos.epoch, start_batch=pos.batch)
+        self.batches.set_epoch(pos.epoch)
+        bar = tqdm(self.loader, total=self.steps_per_epoch, initial=pos.batch, disable=not t.progress,
+                   desc=f"epoch {pos.epoch + 1}/{t.epochs}", leave=False, dynamic_ncols=True)
+        start = tick = time.perf_counter()
+        for batch in bar:
+            losses, lr = self.step(batch)
+            if pos.step % t.log_every == 0 or pos.batch == self.steps_per_epoch:
+                record = {"kind": "train", "epoch": pos.epoch + 1, "step": pos.step, "lr": lr,
+                          "logit_scale": self.model.logit_scale.detach().exp().item(),
+                          "poisoned_in_batch": int(batch["is_poisoned"].sum())}
+                record.update({k: round(v.detach().item(), 6) for k, v in losses.items()})
+                seconds = max(time.perf_counter() - tick, 1e-9)
+                record["samples_per_second"] = round(len(batch["index"]) / seconds, 1)
+                logger.log(record)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}")
+            tick = time.perf_counter()
+            every = t.checkpoint_every_steps
+            if every and pos.step % every == 0 and pos.batch < self.steps_per_epoch:
+                self.save(end_of_epoch=False)
+        bar.close()
+        pos.epoch += 1
+        logger.log({"kind": "epoch", "epoch": pos.epoch, "step": pos.step,
+                    "train_loss": round(pos.epoch_loss / self.steps_per_epoch, 6),
+                    "epoch_seconds": round(time.perf_counter() - start, 2)})
+        pos.batch = 0
+        pos.epoch_loss = 0.0
+
+    def fit(self) -> dict[str, Any]:
+        self.restore()
+        t, pos = self.cfg.train, self.pos
+        # A run resumed at an epoch boundary already logged that epoch's evaluation; never log it twice.
+        done = [r for r in read_jsonl(self.run.metrics) if r["kind"] == "eval" and r["epoch"] == pos.epoch]
+        last_eval = done[-1] if done and pos.batch == 0 else None
+        with JsonlLogger(self.run.metrics) as logger:
+            if pos.epoch == 0 and pos.batch == 0:
+                last_eval = self.evaluate(logger)
+                self.save(end_of_epoch=True)
+            self.model.train()
+            while pos.epoch < t.epochs:
+                self.train_epoch(logger)
+                if self.cfg.eval.every_epoch or pos.epoch == t.epochs:
+                    last_eval = self.evaluate(logger)
+                self.save(end_of_epoch=True)
+            if last_eval is None or last_eval["epoch"] != pos.epoch:
+                last_eval = self.evaluate(logger)
+        poisoner = self.c.poisoner
+        return {"status": "complete", "epochs": t.epochs, "steps": pos.step, "final": last_eval,
+                "train_pairs": len(self.c.pairs), "poisoned_pairs": len(poisoner.manifest.samples) if poisoner else 0}
+
+
 def run_training(cfg: ExperimentConfig, out_dir: str | Path) -> dict[str, Any]:
     """Train (or clean) according to ``cfg`` in ``out_dir``; returns the run's summary.
 
@@ -77,129 +228,7 @@ def run_training(cfg: ExperimentConfig, out_dir: str | Path) -> dict[str, Any]:
     if run.is_complete():
         log.info("%s is complete; nothing to do", run.path)
         return run.summary()
-    t = cfg.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    device = resolve_device(t.device)
-    seed_everything(derive_seed(cfg.seed, "init"))
-    c = build_components(cfg, run, device)
-    model, objective = c.model, build_objective(cfg.objective)
-    normalize = Normalize().to(device)
-    batches = PairBatches(
-        c.pairs, c.tokenizer, seed=cfg.seed, poisoner=c.poisoner,
-        text_augment=c.text_augment if objective.needs_views else None,
-        text_augment_per=cfg.data.text_augment_per,
-    )
-    sampler = EpochBatchSampler(len(c.pairs), t.batch_size, seed=derive_seed(cfg.seed, "data"))
-    loader = make_loader(batches, sampler, cfg.data.num_workers)
-    steps_per_epoch = len(sampler)
-    total_steps = steps_per_epoch * t.epochs
-    optimizer = build_optimizer(model, t.lr, t.weight_decay, (t.beta1, t.beta2), t.eps)
-    pos = Position()
-
-    last = run.checkpoints / ckpt.LAST
-    if last.is_file():
-        state = ckpt.load_state(last)
-        ckpt.load_weights_into(model, state["model"], str(last))
-        optimizer.load_state_dict(state["optimizer"])
-        pos = Position(**state["position"])
-        torch.set_rng_state(state["torch_rng"])
-        _truncate_metrics(run.metrics, pos.step)
-        log.info("resuming %s at epoch %d, batch %d", run.path, pos.epoch, pos.batch)
-    elif cfg.init.checkpoint:
-        ckpt.load_weights_into(model, ckpt.read_weights(cfg.init.checkpoint), cfg.init.checkpoint)
-        if cfg.init.inherit_optimizer:
-            state = ckpt.load_state(ckpt.resolve_state_path(cfg.init.checkpoint))
-            optimizer.load_state_dict(state["optimizer"])
-        run.metrics.unlink(missing_ok=True)
-    else:
-        run.metrics.unlink(missing_ok=True)
-
-    evaluator = Evaluator(
-        c.eval_set, c.tokenizer, c.attack, seed=cfg.eval.asr_seed, draws=cfg.eval.asr_draws,
-        batch_size=cfg.eval.batch_size, max_images=cfg.eval.max_images, device=device,
-    )
-    offset = steps_per_epoch if t.legacy_step_offset else 0
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
-
-    def evaluate(logger: JsonlLogger) -> dict[str, Any]:
-        start = time.perf_counter()
-        metrics = evaluator(model)
-        record = {"kind": "eval", "epoch": pos.epoch, "step": pos.step, **metrics,
-                  "eval_seconds": round(time.perf_counter() - start, 3)}
-        logger.log(record)
-        log.info("epoch %d: %s", pos.epoch, _fmt(metrics))
-        return record
-
-    def save(final_of_epoch: bool) -> None:
-        if final_of_epoch and t.keep_epoch_checkpoints:
-            ckpt.save_weights(run.checkpoints / ckpt.epoch_weights_name(pos.epoch), model)
-        ckpt.save_state(last, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "position": vars(pos).copy(), "torch_rng": torch.get_rng_state(),
-        })
-
-    # A run resumed at an epoch boundary already logged that epoch's evaluation; it must not log it twice.
-    done = [r for r in read_jsonl(run.metrics) if r["kind"] == "eval" and r["epoch"] == pos.epoch]
-    last_eval: dict[str, Any] | None = done[-1] if done and pos.batch == 0 else None
-    with JsonlLogger(run.metrics) as logger:
-        if pos.epoch == 0 and pos.batch == 0:
-            last_eval = evaluate(logger)
-            save(final_of_epoch=True)
-        model.train()
-        while pos.epoch < t.epochs:
-            sampler.set_epoch(pos.epoch, start_batch=pos.batch)
-            batches.set_epoch(pos.epoch)
-            bar = tqdm(loader, total=steps_per_epoch, initial=pos.batch, disable=not t.progress,
-                       desc=f"epoch {pos.epoch + 1}/{t.epochs}", leave=False, dynamic_ncols=True)
-            tick = time.perf_counter()
-            for batch in bar:
-                lr = lr_at(pos.step, base_lr=t.lr, warmup_steps=t.warmup_steps, total_steps=total_steps,
-                           schedule=t.schedule, step_offset=offset)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                gen = torch_generator(cfg.seed, "image-views", pos.epoch, pos.batch)
-                with autocast:
-                    losses = forward_batch(model, batch, objective, normalize, c.image_augment, gen, device)
-                optimizer.zero_grad(set_to_none=True)
-                losses["loss"].backward()
-                if t.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-                optimizer.step()
-                with torch.no_grad():
-                    # CLIP clamps the learned temperature so that s = exp(logit_scale) <= 100.
-                    model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-                pos.batch += 1
-                pos.step += 1
-                if not torch.isfinite(losses["loss"]):
-                    raise FloatingPointError(
-                        f"loss is {losses['loss'].item()} at epoch {pos.epoch + 1}, step {pos.step}; "
-                        "lower train.lr or set train.grad_clip"
-                    )
-                if pos.step % t.log_every == 0 or pos.batch == steps_per_epoch:
-                    now = time.perf_counter()
-                    record = {"kind": "train", "epoch": pos.epoch + 1, "step": pos.step, "lr": lr,
-                              "logit_scale": model.logit_scale.detach().exp().item(),
-                              "poisoned_in_batch": int(batch["is_poisoned"].sum())}
-                    record.update({k: round(v.detach().item(), 6) for k, v in losses.items()})
-                    record["samples_per_second"] = round(len(batch["index"]) / max(now - tick, 1e-9), 1)
-                    logger.log(record)
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}")
-                tick = time.perf_counter()
-                if t.checkpoint_every_steps and pos.step % t.checkpoint_every_steps == 0 \
-                        and pos.batch < steps_per_epoch:
-                    save(final_of_epoch=False)
-            bar.close()
-            pos.epoch += 1
-            pos.batch = 0
-            if cfg.eval.every_epoch or pos.epoch == t.epochs:
-                last_eval = evaluate(logger)
-            save(final_of_epoch=True)
-        if last_eval is None or last_eval["epoch"] != pos.epoch:
-            # Resumed after the last epoch's checkpoint, or evaluation only at the end.
-            last_eval = evaluate(logger)
-    summary = {"status": "complete", "epochs": t.epochs, "steps": pos.step, "final": last_eval,
-               "train_pairs": len(c.pairs), "poisoned_pairs": len(c.poisoner.manifest.samples) if c.poisoner else 0}
+    summary = Trainer(cfg, run).fit()
     atomic_write_json(run.summary_path, summary)
     return summary
 
