@@ -68,3 +68,27 @@ def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "badnet" in out and "cleanclip" in out and "tiny-clip" in out and "mmcl-ssl" in out
+
+
+def test_pretrain_from_a_csv_written_by_the_synthetic_command(tmp_path):
+    # The real file-loading path end to end: PNGs and a CleanCLIP-format CSV on disk, opened lazily.
+    assert main(["synthetic", "--out", str(tmp_path / "data"), "-n", "128"]) == 0
+    tiny = [o for o in TINY if not o.startswith("data.train.")]
+    assert main(["pretrain", "--config", "mmcl", "--out", str(tmp_path / "run"), *tiny, "data.train.name=csv",
+                 f"data.train.path={tmp_path / 'data' / 'data.csv'}", "poison.budget=8"]) == 0
+    manifest = json.loads((tmp_path / "run" / "poison_manifest.json").read_text())
+    # Poisoned samples are identified by their image path, so the manifest can be audited against the CSV.
+    assert manifest["num_poisoned"] == 8 and all(s["id"].startswith("images/") for s in manifest["samples"])
+
+
+def test_missing_wordnet_stops_mmcl_ssl_before_training_with_the_install_hint(tmp_path, monkeypatch, capsys):
+    import clipbackdoor.data.wordnet as wordnet
+
+    def missing(*args, **kwargs):
+        raise wordnet.WordNetNotFound(f"no WordNet corpus found; {wordnet.INSTALL_HINT}")
+
+    monkeypatch.setattr(wordnet, "load_wordnet", missing)
+    assert main(["pretrain", "--config", "mmcl-ssl", "--out", str(tmp_path), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "apt-get install wordnet-base" in err and "Traceback" not in err
+    assert not (tmp_path / "checkpoints").exists()

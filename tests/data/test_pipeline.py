@@ -55,3 +55,12 @@ def test_caption_views_are_fixed_per_row_or_drawn_per_epoch():
     assert not torch.equal(per_epoch[idx]["text_aug"], view0)
     # The views really differ from the captions they augment.
     assert not torch.equal(first, per_row[idx]["text"])
+
+
+def test_splits_never_share_an_image():
+    from clipbackdoor.data.datasets import generate_split
+
+    train = generate_split(300, split="train", seed=0, where="t").images.flatten(1)
+    test = generate_split(300, split="test", seed=0, where="t").images.flatten(1)
+    # Any shared image would show up as an exact row match.
+    assert not (train[:, None, :] == test[None, :, :]).all(dim=2).any()

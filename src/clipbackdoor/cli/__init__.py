@@ -14,6 +14,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from clipbackdoor.cli import clean, evaluate, listing, poison, pretrain, setup_wordnet, synthetic
 from clipbackdoor.data.errors import DataError
+from clipbackdoor.data.wordnet import WordNetNotFound
 from clipbackdoor.registry import ConfigError
 
 COMMANDS = (poison, pretrain, clean, evaluate, synthetic, listing, setup_wordnet)
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         # Log lines go through tqdm, so they print above the progress bar instead of breaking it.
         with logging_redirect_tqdm():
             return args.func(args) or 0
-    except (ConfigError, DataError, FloatingPointError) as err:
+    except (ConfigError, DataError, WordNetNotFound, FloatingPointError) as err:
         print(f"clipbackdoor {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

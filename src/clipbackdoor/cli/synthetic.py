@@ -15,15 +15,10 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from clipbackdoor.data import synthetic
-    from clipbackdoor.seeding import derive_seed
+    from clipbackdoor.data.datasets import generate_split
 
-    try:
-        data = synthetic.generate(args.num_samples, seed=derive_seed("synthetic", args.seed, args.split),
-                                  image_size=args.image_size)
-    except ValueError as err:
-        from clipbackdoor.registry import ConfigError
-
-        raise ConfigError(str(err)) from None
+    data = generate_split(args.num_samples, split=args.split, seed=args.seed, where="synthetic",
+                          image_size=args.image_size)
     path = synthetic.write_csv_dataset(data, args.out)
     print(f"wrote {len(data.captions)} pairs: {path}")
     return 0

@@ -182,14 +182,19 @@ class EDA:
         state["_wordnet"] = self._wordnet_given
         return state
 
+    def prepare(self) -> None:
+        """Load WordNet now: a missing install fails before training starts, and data workers forked
+        afterwards share the loaded reader instead of loading their own."""
+        if self._wordnet is None:
+            from clipbackdoor.data.wordnet import load_wordnet
+
+            self._wordnet = load_wordnet()
+
     def synonyms(self, word: str) -> tuple[str, ...]:
         """Cached ``wordnet_synonyms`` of ``word``."""
         cached = self._synonyms.get(word)
         if cached is None:
-            if self._wordnet is None:
-                from clipbackdoor.data.wordnet import load_wordnet
-
-                self._wordnet = load_wordnet()
+            self.prepare()
             cached = self._synonyms[word] = wordnet_synonyms(self._wordnet, word)
         return cached
 

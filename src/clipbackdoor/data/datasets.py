@@ -62,6 +62,17 @@ def check_on_error(value: str, where: str) -> str:
     return value
 
 
+def generate_split(num_samples: int, *, split: str, seed: int, where: str, **kwargs: Any):
+    """One split of the synthetic data. Each (seed, split) pair gets its own generator seed, so the
+    ``train``, ``clean`` and ``test`` splits never share an image; every caller goes through here."""
+    from clipbackdoor.data import synthetic
+
+    try:
+        return synthetic.generate(num_samples, seed=derive_seed("synthetic", seed, split), **kwargs)
+    except ValueError as err:
+        raise ConfigError(f"{where} (synthetic): {err}") from None
+
+
 @DATASETS.register("synthetic")
 class SyntheticPairs:
     """Generated shape-and-caption pairs (see ``data.synthetic``), held in memory.
@@ -85,23 +96,13 @@ class SyntheticPairs:
         image_size: int = 32,
         experiment_seed: int = 0,
     ) -> None:
-        from clipbackdoor.data import synthetic
-
         self.seed = experiment_seed if seed is None else seed
         self.split = split
         self.image_size = image_size
         self._params = dict(num_samples=num_samples, split=split, seed=self.seed, difficulty=difficulty,
                             caption_noise=caption_noise, image_size=image_size)
-        try:
-            data = synthetic.generate(
-                num_samples,
-                seed=derive_seed("synthetic", self.seed, split),
-                image_size=image_size,
-                difficulty=difficulty,
-                caption_noise=caption_noise,
-            )
-        except ValueError as err:
-            raise ConfigError(f"data (synthetic): {err}") from None
+        data = generate_split(num_samples, split=split, seed=self.seed, where="data.train", image_size=image_size,
+                              difficulty=difficulty, caption_noise=caption_noise)
         self.images, self.labels, self.captions = data.images, data.labels, data.captions
         self.skipped: Counter[str] = Counter()
 

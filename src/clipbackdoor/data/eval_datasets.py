@@ -12,11 +12,10 @@ from typing import Any, Protocol
 
 import torch
 
-from clipbackdoor.data.datasets import load_image_file, read_csv_rows
+from clipbackdoor.data.datasets import generate_split, load_image_file, read_csv_rows
 from clipbackdoor.data.errors import DataError
 from clipbackdoor.data.registries import EVAL_DATASETS
 from clipbackdoor.registry import ConfigError
-from clipbackdoor.seeding import derive_seed
 
 
 class ClassificationDataset(Protocol):
@@ -50,13 +49,8 @@ class SyntheticClassification:
 
         seed = experiment_seed if seed is None else seed
         self.image_size = image_size
-        try:
-            data = synthetic.generate(
-                num_samples, seed=derive_seed("synthetic", seed, split), image_size=image_size,
-                difficulty=difficulty,
-            )
-        except ValueError as err:
-            raise ConfigError(f"data.eval (synthetic): {err}") from None
+        data = generate_split(num_samples, split=split, seed=seed, where="data.eval", image_size=image_size,
+                              difficulty=difficulty)
         self.images, self.labels = data.images, data.labels
         self.classnames = tuple(synthetic.CLASSNAMES)
         self.templates = tuple(synthetic.TEMPLATES)

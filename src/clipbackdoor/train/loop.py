@@ -81,6 +81,9 @@ class Trainer:
         self.c = build_components(cfg, run, self.device)
         self.model, self.objective = self.c.model, build_objective(cfg.objective)
         self.normalize = Normalize().to(self.device)
+        prepare = getattr(self.c.text_augment, "prepare", None)
+        if self.objective.needs_views and prepare is not None:
+            prepare()
         self.batches = PairBatches(
             self.c.pairs, self.c.tokenizer, seed=cfg.seed, poisoner=self.c.poisoner,
             text_augment=self.c.text_augment if self.objective.needs_views else None,
