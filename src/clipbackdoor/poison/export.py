@@ -8,6 +8,7 @@ original files; in-memory (synthetic) images are written out.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
@@ -41,18 +42,12 @@ def export_poisoned(pairs, poisoner, out_dir: str | Path, batch_size: int = 256)
                 to_pil(images[row]).save(out / rel)
             rows.append((rel, captions[row], int(poisoned[row])))
 
-    def write(f):
-        text = _csv_text(rows)
-        f.write(text.encode())
-
     path = out / "poisoned.csv"
-    atomic_write(path, write)
+    atomic_write(path, lambda f: f.write(_csv_text(rows).encode()))
     return path
 
 
 def _csv_text(rows) -> str:
-    import io
-
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["image", "caption", "is_backdoor"])
