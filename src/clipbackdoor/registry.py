@@ -11,11 +11,10 @@ import inspect
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
+from clipbackdoor.errors import ConfigError
+
 T = TypeVar("T")
 
-
-class ConfigError(ValueError):
-    """A configuration value or key is invalid. The message names the offending field."""
 
 
 class Registry(Generic[T]):

@@ -13,9 +13,7 @@ import sys
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from clipbackdoor.cli import clean, evaluate, listing, poison, pretrain, setup_wordnet, synthetic
-from clipbackdoor.data.errors import DataError
-from clipbackdoor.data.wordnet import WordNetNotFound
-from clipbackdoor.registry import ConfigError
+from clipbackdoor.errors import ConfigError, DataError, SetupError
 
 COMMANDS = (poison, pretrain, clean, evaluate, synthetic, listing, setup_wordnet)
 
@@ -43,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         # Log lines go through tqdm, so they print above the progress bar instead of breaking it.
         with logging_redirect_tqdm():
             return args.func(args) or 0
-    except (ConfigError, DataError, WordNetNotFound, FloatingPointError) as err:
+    except (ConfigError, DataError, SetupError, FloatingPointError) as err:
         print(f"clipbackdoor {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from clipbackdoor.cli.common import add_config_args, log_to_file, print_metrics
 from clipbackdoor.config import load_config
 from clipbackdoor.defenses import DEFENSES
 from clipbackdoor.registry import ConfigError
-from clipbackdoor.train.checkpoint import CHECKPOINT_DIR, epoch_weights_name
 
 # What a cleaning run keeps from the model it cleans: the architecture, the trigger it measures, the
 # evaluation set and the seed. Everything else (data, budget, schedule) comes from the cleaning config.
@@ -32,27 +29,30 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _source(args) -> tuple[Path, Path]:
-    """(source run directory, checkpoint path)."""
+def _source(args) -> tuple[dict, Path]:
+    """(the source run's config, the checkpoint to clean)."""
+    from clipbackdoor.train.checkpoint import epoch_weights_name
+    from clipbackdoor.train.run import RunDir
+
     src = Path(args.source)
-    run_dir = src if src.is_dir() else src.parent.parent
-    if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"--from {src}: no config.yaml in the source run {run_dir}")
+    source_run = RunDir.containing(src)
+    upstream = source_run.config_dict()
+    if upstream is None:
+        raise ConfigError(f"--from {src}: no config.yaml in the source run {source_run.path}")
     if src.is_file():
-        return run_dir, src
+        return upstream, src
     if args.epoch is not None:
-        ckpt = run_dir / CHECKPOINT_DIR / epoch_weights_name(args.epoch)
+        ckpt = source_run.checkpoints / epoch_weights_name(args.epoch)
         if not ckpt.is_file():
             raise ConfigError(f"--epoch {args.epoch}: {ckpt} does not exist")
-        return run_dir, ckpt
-    return run_dir, run_dir
+        return upstream, ckpt
+    return upstream, source_run.path
 
 
 def run(args) -> int:
     from clipbackdoor.train.loop import run_training
 
-    run_dir, ckpt = _source(args)
-    upstream = yaml.safe_load((run_dir / "config.yaml").read_text())
+    upstream, ckpt = _source(args)
     base = {k: upstream[k] for k in INHERITED}
     base["data"] = {"eval": upstream["data"]["eval"]}
     base["defense"] = {"name": "cleanclip"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,8 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
                         help="dotted overrides, e.g. train.epochs=3 poison.budget=0.05")
 
 
-def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None,
-                     default: str | None = None) -> ExperimentConfig:
-    return load_config(args.config or default, args.overrides, base=base)
+def config_from_args(args: argparse.Namespace, default: str | None = None) -> ExperimentConfig:
+    return load_config(args.config or default, args.overrides)
 
 
 def log_to_file(run_dir: str | Path) -> None:
@@ -36,7 +34,3 @@ def print_metrics(title: str, metrics: dict[str, Any]) -> None:
     for key in ("zeroshot_top1", "zeroshot_top5", "asr_top1", "asr_top1_std", "asr_top5", "clean_target_rate"):
         if key in metrics:
             print(f"  {key:<18} {metrics[key]:.4f}")
-
-
-def print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=1))

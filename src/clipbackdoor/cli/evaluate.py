@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from clipbackdoor.cli.common import add_config_args, print_metrics
 from clipbackdoor.config import load_config
 from clipbackdoor.registry import ConfigError
@@ -23,12 +21,11 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from clipbackdoor.eval.evaluate import evaluate_checkpoint
+    from clipbackdoor.train.run import RunDir
 
     src = Path(args.checkpoint)
-    run_dir = src if src.is_dir() else src.parent.parent
-    base = None
-    if (run_dir / "config.yaml").is_file():
-        base = yaml.safe_load((run_dir / "config.yaml").read_text())
+    base = RunDir.containing(src).config_dict()
+    if base is not None:
         base.pop("defense", None)
     elif not args.config:
         raise ConfigError(f"{src} is not inside a run directory; pass --config to describe the model")

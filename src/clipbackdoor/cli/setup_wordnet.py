@@ -14,13 +14,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from clipbackdoor.data.wordnet import WordNetNotFound, install_wordnet, load_wordnet
-    from clipbackdoor.registry import ConfigError
+    from clipbackdoor.data.wordnet import install_wordnet, load_wordnet
 
-    try:
-        corpus = install_wordnet(Path(args.dest))
-        wn = load_wordnet(corpus)
-    except WordNetNotFound as err:
-        raise ConfigError(str(err)) from None
+    corpus = install_wordnet(Path(args.dest))
+    wn = load_wordnet(corpus)
     print(f"WordNet ready at {corpus} ({len(wn.synsets('photo'))} synsets for 'photo')")
     return 0

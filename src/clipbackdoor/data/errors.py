@@ -1,5 +1,5 @@
 """The error raised for bad input data; its message always names the file, row or field."""
 
+from clipbackdoor.errors import DataError
 
-class DataError(ValueError):
-    """Bad input data: a missing or corrupt image, an empty caption, a malformed CSV."""
+__all__ = ["DataError"]

@@ -19,6 +19,8 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from clipbackdoor.errors import SetupError
+
 DEBIAN_WORDNET = Path("/usr/share/wordnet")
 
 INSTALL_HINT = (
@@ -52,7 +54,7 @@ CORPUS_FILES: tuple[str, ...] = (
 )  # fmt: skip
 
 
-class WordNetNotFound(RuntimeError):
+class WordNetNotFound(SetupError):
     """No usable WordNet corpus; the message says how to install one."""
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import yaml
 
-from clipbackdoor.config import ExperimentConfig, config_from_dict, dump_config
+from clipbackdoor.config import ExperimentConfig, dump_config
 from clipbackdoor.data import registries
 from clipbackdoor.io import atomic_write_text
 from clipbackdoor.models import create_model
@@ -39,15 +39,22 @@ class RunDir:
     manifest = property(lambda self: self.path / MANIFEST_NAME)
     summary_path = property(lambda self: self.path / "summary.json")
 
-    def read_config(self) -> ExperimentConfig:
+    @classmethod
+    def containing(cls, path: str | Path) -> RunDir:
+        """The run directory itself, or the one whose ``checkpoints/`` holds the checkpoint file ``path``."""
+        path = Path(path)
+        return cls(path if path.is_dir() else path.parent.parent)
+
+    def config_dict(self) -> dict[str, Any] | None:
+        """The run's resolved config as a plain dict; None if this is not a run directory."""
         if not self.config_path.is_file():
-            raise ConfigError(f"{self.path} is not a run directory (no config.yaml)")
-        return config_from_dict(yaml.safe_load(self.config_path.read_text()))
+            return None
+        return yaml.safe_load(self.config_path.read_text())
 
     def write_config(self, cfg: ExperimentConfig) -> None:
         """Write the resolved config; an existing run directory must hold the same experiment."""
-        if self.config_path.is_file():
-            old = yaml.safe_load(self.config_path.read_text())
+        old = self.config_dict()
+        if old is not None:
             diff = _differences(old, cfg.to_dict())
             if diff:
                 raise ConfigError(
