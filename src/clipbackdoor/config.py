@@ -34,6 +34,9 @@ class DataConfig:
     eval: dict[str, Any] = field(default_factory=lambda: _synthetic("test", 2000))
     text_augment: dict[str, Any] = field(default_factory=lambda: {"name": "eda"})
     image_augment: dict[str, Any] = field(default_factory=lambda: {"name": "autoaugment"})
+    # Clean pairs held out of training; their CLIP loss is logged as ``val_loss`` at every evaluation, the
+    # model-selection signal a defender without the trigger or test labels can use.
+    validation: dict[str, Any] | None = None
     # EDA views are fixed per row by default, as in CleanCLIP; "epoch" draws a new one every epoch.
     text_augment_per: str = "row"
     num_workers: int = 0
@@ -78,6 +81,9 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every_steps: int | None = None
     keep_epoch_checkpoints: bool = True
+    # Keep checkpoints/last.pt (weights and optimizer state, for resuming) once the run is complete; false
+    # keeps only the final weights, which is all a finished cleaning run in a sweep needs.
+    keep_last_state: bool = True
     progress: bool = True
 
 
@@ -256,6 +262,11 @@ def read_yaml(path_or_name: str | Path) -> dict[str, Any]:
     else:
         text = path.read_text()
         origin = str(path)
+    return parse_yaml_mapping(text, origin)
+
+
+def parse_yaml_mapping(text: str, origin: str) -> dict[str, Any]:
+    """A YAML document whose top level is a mapping; anything else is a ConfigError naming ``origin``."""
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
@@ -334,8 +345,9 @@ def validate(cfg: ExperimentConfig) -> None:
         section = getattr(cfg, key)
         if "name" not in section:
             raise ConfigError(f"{key}: missing 'name'")
-    for key in ("train", "eval"):
-        if "name" not in getattr(cfg.data, key):
+    for key in ("train", "eval", "validation"):
+        section = getattr(cfg.data, key)
+        if section is not None and "name" not in section:
             raise ConfigError(f"data.{key}: missing 'name'")
 
 

@@ -12,10 +12,21 @@ import sys
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from clipbackdoor.cli import clean, evaluate, listing, poison, pretrain, setup_wordnet, synthetic
+from clipbackdoor.cli import (
+    clean,
+    demo,
+    evaluate,
+    listing,
+    poison,
+    pretrain,
+    report,
+    setup_wordnet,
+    sweep,
+    synthetic,
+)
 from clipbackdoor.errors import ConfigError, DataError, SetupError
 
-COMMANDS = (poison, pretrain, clean, evaluate, synthetic, listing, setup_wordnet)
+COMMANDS = (demo, poison, pretrain, clean, evaluate, sweep, report, synthetic, listing, setup_wordnet)
 
 
 def build_parser() -> argparse.ArgumentParser:

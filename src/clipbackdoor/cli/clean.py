@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from clipbackdoor.cli.common import add_config_args, log_to_file, print_metrics
-from clipbackdoor.config import load_config
 from clipbackdoor.defenses import DEFENSES
-from clipbackdoor.registry import ConfigError
-
-# What a cleaning run keeps from the model it cleans: the architecture, the trigger it measures, the
-# evaluation set and the seed. Everything else (data, budget, schedule) comes from the cleaning config.
-INHERITED = ("seed", "model", "attack")
 
 
 def add_parser(sub) -> None:
@@ -29,39 +21,11 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _source(args) -> tuple[dict, Path]:
-    """(the source run's config, the checkpoint to clean)."""
-    from clipbackdoor.train.checkpoint import epoch_weights_name
-    from clipbackdoor.train.run import RunDir
-
-    src = Path(args.source)
-    source_run = RunDir.containing(src)
-    upstream = source_run.config_dict()
-    if upstream is None:
-        raise ConfigError(f"--from {src}: no config.yaml in the source run {source_run.path}")
-    if src.is_file():
-        return upstream, src
-    if args.epoch is not None:
-        ckpt = source_run.checkpoints / epoch_weights_name(args.epoch)
-        if not ckpt.is_file():
-            raise ConfigError(f"--epoch {args.epoch}: {ckpt} does not exist")
-        return upstream, ckpt
-    return upstream, source_run.path
-
-
 def run(args) -> int:
+    from clipbackdoor.experiments.stages import clean_config
     from clipbackdoor.train.loop import run_training
 
-    upstream, ckpt = _source(args)
-    base = {k: upstream[k] for k in INHERITED}
-    base["data"] = {"eval": upstream["data"]["eval"]}
-    base["defense"] = {"name": "cleanclip"}
-    overrides = list(args.overrides)
-    if args.defense:
-        overrides.insert(0, f"defense.name={args.defense}")
-    cfg = load_config(args.config or "clean", overrides, base=base)
-    # The command line names the model to clean; no config file may silently replace it.
-    cfg.init.checkpoint = str(ckpt)
+    cfg = clean_config(args.source, args.config, args.overrides, defense=args.defense, epoch=args.epoch)
     log_to_file(args.out)
     summary = run_training(cfg, args.out)
     print_metrics(f"cleaning ({cfg.defense['name']}) finished: {args.out}", summary["final"])

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-WHAT = ("models", "attacks", "objectives", "defenses", "datasets", "eval-datasets", "configs")
+WHAT = ("models", "attacks", "objectives", "defenses", "datasets", "eval-datasets", "configs", "sweeps")
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("list", help="list models, attacks, objectives, defenses, datasets or configs")
+    p = sub.add_parser("list", help="list models, attacks, objectives, defenses, datasets, configs or sweeps")
     p.add_argument("what", choices=WHAT, nargs="?", default=None)
     p.set_defaults(func=run)
 
@@ -14,6 +14,7 @@ def add_parser(sub) -> None:
 def _names(what: str) -> list[str]:
     from clipbackdoor import data, defenses, objectives, poison
     from clipbackdoor.config import shipped_configs
+    from clipbackdoor.experiments.sweep import shipped_sweeps
     from clipbackdoor.models import list_models
 
     table = {
@@ -24,6 +25,7 @@ def _names(what: str) -> list[str]:
         "datasets": data.DATASETS.names,
         "eval-datasets": data.EVAL_DATASETS.names,
         "configs": shipped_configs,
+        "sweeps": shipped_sweeps,
     }
     return table[what]()
 

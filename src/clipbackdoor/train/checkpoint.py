@@ -50,15 +50,26 @@ def save_weights(path: str | Path, model: torch.nn.Module) -> None:
     atomic_write(path, lambda f: f.write(st_save(tensors)))
 
 
+def latest_weights(run_dir: Path) -> Path:
+    """A run's newest weights: ``last.pt``, or the last epoch's weights of a run that kept no state."""
+    last = run_dir / CHECKPOINT_DIR / LAST
+    if last.is_file():
+        return last
+    # Numeric order (epoch_10 after epoch_9); files named otherwise are not epoch checkpoints.
+    numbered = [(int(p.stem[6:]), p) for p in (run_dir / CHECKPOINT_DIR).glob("epoch_*.safetensors")
+                if p.stem[6:].isdigit()]
+    epochs = [p for _, p in sorted(numbered)]
+    if not epochs:
+        raise ConfigError(f"{run_dir} holds no checkpoint ({CHECKPOINT_DIR}/{LAST} or epoch_<n>.safetensors)")
+    return epochs[-1]
+
+
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """Model weights from a ``.safetensors`` file, a ``.pt`` training state, or a run directory (its
     latest state)."""
     path = Path(path)
     if path.is_dir():
-        last = path / CHECKPOINT_DIR / LAST
-        if not last.is_file():
-            raise ConfigError(f"{path} holds no {CHECKPOINT_DIR}/{LAST}")
-        path = last
+        path = latest_weights(path)
     if path.suffix == ".safetensors":
         if not path.is_file():
             raise ConfigError(f"checkpoint not found: {path}")

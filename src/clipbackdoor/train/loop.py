@@ -22,6 +22,7 @@ from clipbackdoor.config import ExperimentConfig
 from clipbackdoor.data.pipeline import EpochBatchSampler, PairBatches, make_loader
 from clipbackdoor.data.transforms import Normalize
 from clipbackdoor.eval.runner import Evaluator
+from clipbackdoor.eval.validation import ValidationLoss
 from clipbackdoor.io import JsonlLogger, atomic_write_json, read_jsonl, write_jsonl
 from clipbackdoor.objectives import ModelOutputs, build_objective
 from clipbackdoor.seeding import derive_seed, seed_everything, torch_generator
@@ -97,6 +98,10 @@ class Trainer:
             self.c.eval_set, self.c.tokenizer, self.c.attack, seed=cfg.eval.asr_seed, draws=cfg.eval.asr_draws,
             batch_size=cfg.eval.batch_size, max_images=cfg.eval.max_images, device=self.device,
         )
+        self.validation = None
+        if self.c.validation is not None:
+            self.validation = ValidationLoss(self.c.validation, self.c.tokenizer, batch_size=cfg.eval.batch_size,
+                                             device=self.device)
         self.pos = Position()
         self.last = run.checkpoints / ckpt.LAST
 
@@ -131,6 +136,8 @@ class Trainer:
     def evaluate(self, logger: JsonlLogger) -> dict[str, Any]:
         start = time.perf_counter()
         metrics = self.evaluator(self.model)
+        if self.validation is not None:
+            metrics["val_loss"] = round(self.validation(self.model), 6)
         record = {"kind": "eval", "epoch": self.pos.epoch, "step": self.pos.step, **metrics,
                   "eval_seconds": round(time.perf_counter() - start, 3)}
         logger.log(record)
@@ -216,6 +223,11 @@ class Trainer:
                 self.save(end_of_epoch=True)
             if last_eval is None or last_eval["epoch"] != pos.epoch:
                 last_eval = self.evaluate(logger)
+        if not t.keep_last_state:
+            # The final weights must exist before last.pt may go (after the summary; see run_training).
+            final = self.run.checkpoints / ckpt.epoch_weights_name(pos.epoch)
+            if not final.is_file():
+                ckpt.save_weights(final, self.model)
         poisoner = self.c.poisoner
         return {"status": "complete", "epochs": t.epochs, "steps": pos.step, "final": last_eval,
                 "train_pairs": len(self.c.pairs), "poisoned_pairs": len(poisoner.manifest.samples) if poisoner else 0}
@@ -233,9 +245,12 @@ def run_training(cfg: ExperimentConfig, out_dir: str | Path) -> dict[str, Any]:
         return run.summary()
     summary = Trainer(cfg, run).fit()
     atomic_write_json(run.summary_path, summary)
+    if not cfg.train.keep_last_state:
+        # Only now: a run killed before its summary is written still resumes from last.pt.
+        (run.checkpoints / ckpt.LAST).unlink(missing_ok=True)
     return summary
 
 
 def _fmt(metrics: dict[str, Any]) -> str:
-    keys = ("zeroshot_top1", "zeroshot_top5", "asr_top1", "clean_target_rate")
+    keys = ("zeroshot_top1", "zeroshot_top5", "asr_top1", "clean_target_rate", "val_loss")
     return ", ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)

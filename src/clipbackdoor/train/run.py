@@ -103,6 +103,7 @@ class Components:
     poisoner: Poisoner | None
     text_augment: Any
     image_augment: Any
+    validation: Any = None
 
 
 def build_eval_parts(cfg: ExperimentConfig, device: torch.device):
@@ -147,4 +148,6 @@ def build_components(cfg: ExperimentConfig, run: RunDir | None, device: torch.de
         poisoner=build_poisoner(cfg, pairs, attack, run),
         text_augment=registries.TEXT_AUGMENTATIONS.build(cfg.data.text_augment, "data.text_augment"),
         image_augment=registries.IMAGE_AUGMENTATIONS.build(cfg.data.image_augment, "data.image_augment"),
+        validation=(registries.DATASETS.build(cfg.data.validation, "data.validation", **extra)
+                    if cfg.data.validation else None),
     )

@@ -1,0 +1,39 @@
+"""``clipbackdoor demo``: the paper's experiment end to end on a laptop CPU, with its report."""
+
+from __future__ import annotations
+
+import time
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("demo", help="run the whole experiment on synthetic data and write the report",
+                       description="Generate synthetic image-caption pairs, poison them with BadNet, pre-train "
+                                   "MMCL and MMCL+SSL models (and un-poisoned controls), clean each with "
+                                   "CleanCLIP, MMCL-only and SSL-only fine-tuning over a learning-rate grid, "
+                                   "evaluate every epoch, and write DIR/report.html. Re-running resumes.")
+    p.add_argument("--out", "-o", default="runs/demo", help="output folder (default: runs/demo)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_const", const="quick", dest="preset",
+                       help="smoke test in under 2 minutes (mechanics only)")
+    group.add_argument("--preset", choices=("default", "quick", "paper-mini"),
+                       help="default (about 9 min on 2 cores), quick, or paper-mini (larger, about 25 min per seed)")
+    p.add_argument("--seeds", type=int, nargs="+", help="pre-training seeds (default: the preset's)")
+    p.add_argument("--workers", "-j", type=int, help="parallel runs (default: the preset's, 2)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from clipbackdoor.experiments.demo import run_demo
+
+    start = time.perf_counter()
+    result, report = run_demo(args.out, args.preset or "default", workers=args.workers, seeds=args.seeds)
+    print()
+    print(report.headline)
+    print()
+    print(report.verdict)
+    print()
+    print(f"report: {report.html_path}  (tables: {report.out / 'summary.md'}, plots: {report.out / 'plots'})")
+    print(f"demo finished in {time.perf_counter() - start:.0f} s")
+    for name, reason in result.failed.items():
+        print(f"failed: {name}: {reason}")
+    return 0 if result.ok else 1

@@ -1,0 +1,44 @@
+"""``run_demo``: the paper's whole experiment at laptop scale, then its report.
+
+The demo is a shipped sweep (``configs/sweeps/demo*.yaml``, one per preset) run by the ordinary sweep
+runner, followed by the ordinary report. Nothing here is special-cased, so every number the demo prints can
+be re-made with ``clipbackdoor sweep`` and ``clipbackdoor report``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from clipbackdoor.experiments.sweep import load_spec, run_sweep
+from clipbackdoor.registry import ConfigError
+
+PRESETS = {"default": "demo", "quick": "demo-quick", "paper-mini": "paper-mini"}
+
+
+def run_demo(out: str | Path, preset: str = "default", *, workers: int | None = None,
+             seeds: list[int] | None = None, echo: Callable[[str], None] = print):
+    """Run the preset's sweep in ``out`` (resuming it if it was interrupted) and write the report there."""
+    from clipbackdoor.reporting.report import write_report
+
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown demo preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    spec = load_spec(PRESETS[preset])
+    if seeds is not None:
+        _set_seeds(spec, seeds)
+    result = run_sweep(spec, out, workers=workers, echo=echo)
+    report = write_report(out, title=f"clipbackdoor demo ({preset})")
+    return result, report
+
+
+def _set_seeds(spec, seeds: list[int]) -> None:
+    """Replace the pre-training seeds (cleaning runs inherit theirs from the model they clean)."""
+    from clipbackdoor.experiments.sweep import _grid_points
+
+    stage = spec.stages[0]
+    if stage.command != "pretrain" or stage.axes == ["run"]:
+        raise ConfigError("--seeds needs a preset whose first stage is a pre-training grid")
+    grid = dict(spec.raw["stages"][stage.name].get("grid", {}))
+    grid["seed"] = list(seeds)
+    spec.raw["stages"][stage.name]["grid"] = grid
+    stage.points, stage.axes = _grid_points(grid, f"stages.{stage.name}.grid"), list(grid)

@@ -1,0 +1,1 @@
+"""Reports: model selection over (ASR, accuracy) points, figures and the HTML page."""

@@ -1,0 +1,170 @@
+"""The accuracy-vs-ASR trade-off per (pre-training objective, cleaning method), from collected runs.
+
+Two model-selection rules are applied to every group, side by side:
+
+* the paper's **oracle** rule (system.md 2.4): over all runs and evaluated epochs, the best zero-shot
+  accuracy among checkpoints with ASR <= a threshold. It uses test labels and the true trigger, which a
+  defender does not have;
+* a **defender** rule: the checkpoint with the lowest loss on held-out clean pairs (``val_loss``), which
+  needs neither. Runs without a validation set leave it empty.
+
+Every cleaned model is paired with its **un-poisoned control**: the same cleaning run (config identical but
+for the checkpoint) applied to a model pre-trained the same way without poison. The control's accuracy
+change at the same epoch is the cost of fine-tuning itself, which must not be mistaken for the cost of
+removing the backdoor. Cleaning-run epoch 0 (the model before any update) is never a candidate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from clipbackdoor.reporting.collect import RunInfo
+from clipbackdoor.reporting.frontier import argmin, best_at_threshold, pareto_front
+
+THRESHOLDS = (0.01, 0.05, 0.10)
+# Keys that never change what a cleaning run computes, ignored when matching a run to its control.
+_EXECUTION = {("train", "threads"), ("train", "progress"), ("train", "device"), ("data", "num_workers"),
+              ("train", "log_every"), ("init", "checkpoint")}
+
+
+@dataclass
+class Point:
+    run: RunInfo
+    epoch: int
+    acc: float
+    asr: float
+    clean_target_rate: float
+    val_loss: float
+
+
+@dataclass
+class Pick:
+    """A selected checkpoint and what it cost."""
+
+    point: Point
+    delta: float  # accuracy change from the model it cleaned
+    control_delta: float | None  # the un-poisoned control's accuracy change, same config and epoch
+
+
+@dataclass
+class SeedResult:
+    """One (pre-training objective, cleaning method, seed) cell."""
+
+    objective: str
+    method: str
+    seed: int
+    start: dict[str, Any] | None  # evaluation of the poisoned model before cleaning
+    control_start: dict[str, Any] | None
+    runs: int
+    points: list[Point]
+    best: dict[float, Pick | None]
+    defender: Pick | None
+    front: list[Point]
+    min_asr: float
+
+
+@dataclass
+class GroupSummary:
+    """A cell aggregated over seeds: lists hold one value per seed."""
+
+    objective: str
+    method: str
+    seeds: list[SeedResult] = field(default_factory=list)
+
+
+def _config_key(run: RunInfo) -> str:
+    def strip(node: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[str, Any]:
+        out = {}
+        for k, v in node.items():
+            path = (*prefix, k)
+            if path in _EXECUTION:
+                continue
+            out[k] = strip(v, path) if isinstance(v, dict) else v
+        return out
+
+    return json.dumps(strip(run.config), sort_keys=True, default=str)
+
+
+def _points(run: RunInfo) -> list[Point]:
+    out = []
+    for e in run.evals:
+        if e.get("epoch", 0) < 1 or "asr_top1" not in e:
+            continue
+        out.append(Point(run, int(e["epoch"]), float(e["zeroshot_top1"]), float(e["asr_top1"]),
+                         float(e.get("clean_target_rate", math.nan)), float(e.get("val_loss", math.nan))))
+    return out
+
+
+def _control_delta(point: Point, controls: dict[str, RunInfo]) -> float | None:
+    control = controls.get(_config_key(point.run))
+    if control is None or control.start is None:
+        return None
+    at = next((e for e in control.evals if e.get("epoch") == point.epoch), None)
+    if at is None:
+        return None
+    return float(at["zeroshot_top1"]) - float(control.start["zeroshot_top1"])
+
+
+def _pick(point: Point | None, start: dict[str, Any] | None, controls: dict[str, RunInfo]) -> Pick | None:
+    if point is None:
+        return None
+    delta = point.acc - float(start["zeroshot_top1"]) if start else math.nan
+    return Pick(point, delta, _control_delta(point, controls))
+
+
+def analyse(runs: list[RunInfo]) -> list[GroupSummary]:
+    """Group the cleaning runs of poisoned models by (pre-training objective, method) and select models."""
+    cleaning = [r for r in runs if r.kind == "clean" and r.source is not None]
+    controls: dict[tuple, dict[str, RunInfo]] = {}
+    for r in cleaning:
+        if not r.poisoned:
+            controls.setdefault((r.root_objective, r.method, r.seed), {})[_config_key(r)] = r
+    cells: dict[tuple, list[RunInfo]] = {}
+    for r in cleaning:
+        if r.poisoned:
+            cells.setdefault((r.root_objective, r.method, r.seed), []).append(r)
+    groups: dict[tuple, GroupSummary] = {}
+    for (objective, method, seed), members in sorted(cells.items(), key=lambda kv: _order(kv[0])):
+        ctl = controls.get((objective, method, seed), {})
+        start = members[0].start
+        control_start = next(iter(ctl.values())).start if ctl else None
+        points = [p for r in members for p in _points(r)]
+        coords = [(p.asr, p.acc) for p in points]
+        best = {}
+        for t in THRESHOLDS:
+            i = best_at_threshold(coords, t)
+            best[t] = _pick(points[i] if i is not None else None, start, ctl)
+        d = argmin([p.val_loss for p in points])
+        result = SeedResult(
+            objective, method, seed, start, control_start, len(members), points, best,
+            _pick(points[d] if d is not None else None, start, ctl),
+            [points[i] for i in pareto_front(coords)],
+            min((p.asr for p in points), default=math.nan),
+        )
+        groups.setdefault((objective, method), GroupSummary(objective, method)).seeds.append(result)
+    return list(groups.values())
+
+
+_OBJECTIVE_ORDER = {"MMCL": 0, "MMCL+SSL": 1, "SSL": 2}
+_METHOD_ORDER = {"cleanclip": 0, "mmcl": 1, "ssl": 2}
+
+
+def _order(key: tuple) -> tuple:
+    objective, method, *rest = key
+    return (_OBJECTIVE_ORDER.get(objective, 9), objective, _METHOD_ORDER.get(method, 9), method or "", *rest)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def pretraining_runs(runs: list[RunInfo]) -> list[RunInfo]:
+    return sorted((r for r in runs if r.kind == "pretrain"),
+                  key=lambda r: (_OBJECTIVE_ORDER.get(r.objective, 9), not r.poisoned, r.seed, r.name))

@@ -1,0 +1,217 @@
+"""Read run directories, and only run directories, into records the report works on.
+
+A run directory is any folder with a ``config.yaml`` and a ``metrics.jsonl``. What a run *is* comes from its
+resolved config, not from its folder name: a run without ``init.checkpoint`` is a pre-training run, labelled
+by its objective weights (MMCL, MMCL+SSL, SSL) and poisoned when it drew or reused a poison manifest; a run
+with one cleans the run that checkpoint belongs to, is labelled by its defense, and inherits the
+pre-training objective and the poisoned/control status of that source.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clipbackdoor.io import atomic_write_text, read_jsonl
+
+log = logging.getLogger(__name__)
+
+INDEX_NAME = "results.csv"
+METRIC_COLUMNS = (
+    "zeroshot_top1",
+    "zeroshot_top5",
+    "asr_top1",
+    "asr_top5",
+    "asr_top1_std",
+    "clean_target_rate",
+    "val_loss",
+    "eval_images",
+    "asr_images",
+)
+
+
+@dataclass
+class RunInfo:
+    name: str  # path relative to the runs root
+    path: Path
+    config: dict[str, Any]
+    kind: str  # "pretrain" | "clean"
+    objective: str  # this run's own training objective: MMCL, MMCL+SSL, SSL
+    method: str | None  # cleaning method (the defense's name); None for pre-training
+    seed: int
+    evals: list[dict[str, Any]]  # eval records, one per epoch, in epoch order
+    complete: bool
+    poisoned: bool = False  # pre-training: trained on poisoned pairs; cleaning: its source was
+    source: RunInfo | None = None
+    source_epoch: int | None = None  # the source's epoch this run started from (None: its last)
+    root_objective: str = ""  # objective of the pre-training at the root of the lineage
+    lr: float = 0.0
+    params: dict[str, Any] = field(default_factory=dict)  # hyper-parameters that tell runs apart
+
+    @property
+    def start(self) -> dict[str, Any] | None:
+        """The evaluation of the model this run started from: the source's evaluation at that epoch."""
+        if self.source is None:
+            return None
+        evals = self.source.evals
+        if self.source_epoch is None:
+            return evals[-1] if evals else None
+        return next((e for e in evals if e.get("epoch") == self.source_epoch), None)
+
+
+def objective_label(objective: dict[str, Any]) -> str:
+    terms = [label for key, label in (("clip_weight", "MMCL"), ("inmodal_weight", "SSL")) if objective.get(key, 0)]
+    return "+".join(terms) or "none"
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    root = Path(root)
+    return sorted(p.parent for p in root.rglob("config.yaml") if (p.parent / "metrics.jsonl").is_file())
+
+
+def collect_runs(root: str | Path) -> list[RunInfo]:
+    """Every run under ``root``, with cleaning runs linked to their sources."""
+    root = Path(root)
+    runs: dict[Path, RunInfo] = {}
+    for path in find_runs(root):
+        try:
+            config = yaml.safe_load((path / "config.yaml").read_text())
+        except yaml.YAMLError as err:
+            log.warning("skipping %s: unreadable config.yaml (%s)", path, err)
+            continue
+        evals = _evals(path)
+        init = (config.get("init") or {}).get("checkpoint")
+        defense = config.get("defense") or {}
+        poison = config.get("poison") or {}
+        runs[path.resolve()] = RunInfo(
+            name=path.relative_to(root).as_posix() if path != root else path.name,
+            path=path,
+            config=config,
+            kind="clean" if init else "pretrain",
+            objective=objective_label(config.get("objective") or {}),
+            method=defense.get("name") if init else None,
+            seed=int(config.get("seed", 0)),
+            evals=evals,
+            complete=(path / "summary.json").is_file(),
+            poisoned=bool(poison.get("budget") or poison.get("manifest")),
+            lr=float((config.get("train") or {}).get("lr", 0.0)),
+        )
+    for run in runs.values():
+        if run.kind == "clean":
+            _link_source(run, runs, root)
+    for run in runs.values():
+        run.root_objective = _root(run).objective
+        if run.kind == "clean":
+            run.poisoned = _root(run).poisoned
+    _set_params(list(runs.values()))
+    return sorted(runs.values(), key=lambda r: r.name)
+
+
+def _evals(path: Path) -> list[dict[str, Any]]:
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for record in read_jsonl(path / "metrics.jsonl"):
+        if record.get("kind") == "eval":
+            by_epoch[int(record.get("epoch", 0))] = record  # a repeated epoch: the later record wins
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _link_source(run: RunInfo, runs: dict[Path, RunInfo], root: Path) -> None:
+    """Find the run whose checkpoint this run cleaned. The checkpoint path was recorded as given (absolute,
+    or relative to where the command ran); a runs folder that moved is matched by its trailing path."""
+    ckpt = Path(run.config["init"]["checkpoint"])
+    run_dir = ckpt if ckpt.suffix not in (".safetensors", ".pt") else ckpt.parent.parent
+    if ckpt.suffix == ".safetensors" and ckpt.stem.startswith("epoch_"):
+        run.source_epoch = int(ckpt.stem.split("_", 1)[1])
+    candidates = [run_dir, root / run_dir, root.parent / run_dir]
+    for cand in candidates:
+        with_resolved = runs.get(cand.resolve()) if cand.exists() else None
+        if with_resolved is not None:
+            run.source = with_resolved
+            return
+    parts = run_dir.parts
+    for other in runs.values():
+        rel = Path(other.name).parts
+        if len(rel) <= len(parts) and parts[len(parts) - len(rel) :] == rel:
+            run.source = other
+            return
+    log.warning("%s: cannot find the run it cleaned (%s); it is reported without a starting point", run.name, ckpt)
+
+
+def _root(run: RunInfo) -> RunInfo:
+    seen = set()
+    while run.source is not None and id(run) not in seen:
+        seen.add(id(run))
+        run = run.source
+    return run
+
+
+_IGNORED = {"init", "train.threads", "train.progress", "train.device", "data.num_workers", "train.log_every"}
+
+
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in config.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{full}."))
+        else:
+            out[full] = value
+    return out
+
+
+def _set_params(runs: list[RunInfo]) -> None:
+    """Record, per kind of run, the config keys whose values differ between runs: the sweep's axes."""
+    for kind in ("pretrain", "clean"):
+        group = [r for r in runs if r.kind == kind]
+        flats = [_flat(r.config) for r in group]
+        keys = sorted({k for f in flats for k in f})
+        varying = [
+            k for k in keys if not any(k.startswith(i) for i in _IGNORED) and len({repr(f.get(k)) for f in flats}) > 1
+        ]
+        for run, flat in zip(group, flats):
+            run.params = {k: flat.get(k) for k in varying}
+
+
+def index_rows(runs: list[RunInfo]) -> list[dict[str, Any]]:
+    """One row per evaluation (run, epoch): the results index."""
+    rows = []
+    for run in runs:
+        for record in run.evals:
+            row = {
+                "run": run.name,
+                "kind": run.kind,
+                "pretrain_objective": run.root_objective,
+                "objective": run.objective,
+                "method": run.method or "",
+                "poisoned": int(run.poisoned),
+                "seed": run.seed,
+                "lr": run.lr,
+                "source": run.source.name if run.source else "",
+                "complete": int(run.complete),
+                "epoch": record.get("epoch"),
+                "step": record.get("step"),
+            }
+            row.update({k: record.get(k, "") for k in METRIC_COLUMNS})
+            row["params"] = ";".join(f"{k}={v}" for k, v in run.params.items())
+            rows.append(row)
+    return rows
+
+
+def write_index(root: str | Path, runs: list[RunInfo] | None = None) -> Path:
+    """Rebuild ``<root>/results.csv`` from the run directories under ``root``."""
+    root = Path(root)
+    rows = index_rows(collect_runs(root) if runs is None else runs)
+    buffer = io.StringIO()
+    columns = list(rows[0]) if rows else ["run", "epoch", *METRIC_COLUMNS]
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    path = root / INDEX_NAME
+    atomic_write_text(path, buffer.getvalue())
+    return path

@@ -1,0 +1,398 @@
+"""``write_report(runs_dir)``: tables, plots, a verdict and one HTML page, from run directories only.
+
+Outputs (in ``out``, default ``runs_dir``):
+
+* ``results.csv``: the results index, one row per evaluation of every run;
+* ``summary.csv`` and ``summary.md``: per (pre-training objective, cleaning method[, seed]) the poisoned
+  model's accuracy and ASR, the best accuracy at ASR <= 1/5/10 % with the run and epoch that gave it, the
+  un-poisoned control's fine-tuning cost, the defender's pick, and the number of configurations;
+* ``pareto.csv``: the Pareto front (ASR, accuracy) of every group;
+* ``plots/``: the accuracy-vs-ASR scatter (the paper's main figure), Pareto fronts, trajectories of the
+  best runs, and pre-training curves;
+* ``report.html``: all of the above on one self-contained page, with a plain-words verdict.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clipbackdoor.io import atomic_write_text
+from clipbackdoor.reporting import html, plots
+from clipbackdoor.reporting.analysis import (
+    THRESHOLDS,
+    GroupSummary,
+    Pick,
+    SeedResult,
+    analyse,
+    mean_std,
+    pretraining_runs,
+)
+from clipbackdoor.reporting.collect import RunInfo, collect_runs, write_index
+
+# Cleaning counts as successful at this ASR; at the demo's scale the clean false-positive floor for the
+# target class is a few percent, so 10 % (not the paper's 5 %) is the criterion the verdict uses.
+VERDICT_THRESHOLD = 0.10
+# A gap in best accuracy smaller than this many points (or than the seed spread) is not called a difference.
+MEANINGFUL_GAP = 0.02
+METHOD_LABELS = {"cleanclip": "CleanCLIP (MMCL+SSL)", "mmcl": "MMCL only", "ssl": "SSL only"}
+
+
+def pct(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{100 * value:.{digits}f}"
+
+
+def signed(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "–"
+    return f"{100 * value:+.1f}"
+
+
+def pm(values: list[float | None], fmt=pct) -> str:
+    """``mean ± sd`` over seeds (just the value for one seed)."""
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    if not finite:
+        return "–"
+    mean, sd = mean_std(finite)
+    return fmt(mean) if len(values) == 1 else f"{fmt(mean)} ± {100 * sd:.1f}"
+
+
+def _hp(run: RunInfo) -> str:
+    parts = [f"lr {run.lr:g}"]
+    parts += [f"{k.rsplit('.', 1)[-1]} {v}" for k, v in run.params.items()
+              if k not in ("train.lr", "seed", "defense.name") and not k.startswith("objective.")]
+    return ", ".join(parts)
+
+
+def _pick_text(pick: Pick | None, detail: bool) -> str:
+    if pick is None:
+        return "not reached"
+    p = pick.point
+    text = f"{pct(p.acc)} (ASR {pct(p.asr)})"
+    return f"{text}, {_hp(p.run)}, ep {p.epoch}" if detail else text
+
+
+@dataclass
+class Report:
+    out: Path
+    html_path: Path
+    summary_md: str
+    headline: str
+    verdict: str
+    groups: list[GroupSummary]
+
+
+# -- tables -------------------------------------------------------------------------------------------
+
+
+SUMMARY_HEADERS = ["pre-training", "cleaning", "seeds", "configs", "poisoned acc", "poisoned ASR",
+                   "clean→target", *[f"best acc @ASR≤{int(t * 100)}%" for t in THRESHOLDS],
+                   "Δacc @≤10%", "control Δacc (fine-tuning cost)", "defender pick (min val loss)", "min ASR"]
+
+
+def _group_row(g: GroupSummary) -> list[str]:
+    seeds = g.seeds
+    detail = len(seeds) == 1
+    starts = [s.start or {} for s in seeds]
+    row = [g.objective, METHOD_LABELS.get(g.method, g.method), str(len(seeds)),
+           str(sum(s.runs for s in seeds) // len(seeds)),
+           pm([st.get("zeroshot_top1") for st in starts]), pm([st.get("asr_top1") for st in starts]),
+           pm([st.get("clean_target_rate") for st in starts])]
+    for t in THRESHOLDS:
+        picks = [s.best[t] for s in seeds]
+        if detail:
+            row.append(_pick_text(picks[0], True))
+        else:
+            reached = [p for p in picks if p is not None]
+            row.append(f"{pm([p.point.acc for p in reached])} ({len(reached)}/{len(seeds)} seeds)"
+                       if reached else "not reached")
+    picks = [s.best[VERDICT_THRESHOLD] for s in seeds]
+    row.append(pm([p.delta for p in picks if p], signed) if any(picks) else "–")
+    row.append(pm([p.control_delta for p in picks if p and p.control_delta is not None], signed))
+    defenders = [s.defender for s in seeds if s.defender]
+    if detail:
+        row.append(_pick_text(defenders[0], True) if defenders else "no val_loss")
+    else:
+        row.append(f"{pm([d.point.acc for d in defenders])} / ASR {pm([d.point.asr for d in defenders])}"
+                   if defenders else "no val_loss")
+    row.append(pm([s.min_asr for s in seeds]))
+    return row
+
+
+def summary_table(groups: list[GroupSummary]) -> tuple[list[str], list[list[str]]]:
+    return SUMMARY_HEADERS, [_group_row(g) for g in groups]
+
+
+def summary_csv_rows(groups: list[GroupSummary]) -> list[dict[str, Any]]:
+    """Machine-readable: one row per seed, fractions, with the run and epoch of every pick."""
+    rows = []
+    for g in groups:
+        for s in g.seeds:
+            st = s.start or {}
+            row: dict[str, Any] = {"pretrain_objective": g.objective, "method": g.method, "seed": s.seed,
+                                   "configs": s.runs, "evaluations": len(s.points),
+                                   "poisoned_acc": st.get("zeroshot_top1"), "poisoned_asr": st.get("asr_top1"),
+                                   "poisoned_clean_target_rate": st.get("clean_target_rate"),
+                                   "control_start_acc": (s.control_start or {}).get("zeroshot_top1"),
+                                   "min_asr": s.min_asr}
+            for t, pick in [*s.best.items(), ("defender", s.defender)]:
+                tag = f"asr{int(t * 100)}" if t != "defender" else "defender"
+                p = pick.point if pick else None
+                row.update({f"{tag}_acc": p.acc if p else None, f"{tag}_asr": p.asr if p else None,
+                            f"{tag}_delta": pick.delta if pick else None,
+                            f"{tag}_control_delta": pick.control_delta if pick else None,
+                            f"{tag}_run": p.run.name if p else None, f"{tag}_epoch": p.epoch if p else None})
+            rows.append(row)
+    return rows
+
+
+def pretraining_table(runs: list[RunInfo]) -> tuple[list[str], list[list[str]]]:
+    headers = ["run", "objective", "poisoned", "seed", "epochs", "acc", "ASR", "clean→target", "peak ASR (epoch)"]
+    rows = []
+    for r in pretraining_runs(runs):
+        last = r.evals[-1] if r.evals else {}
+        peak = max(r.evals, key=lambda e: e.get("asr_top1", -1), default={})
+        rows.append([r.name, r.objective, "yes" if r.poisoned else "no (control)", str(r.seed),
+                     str(last.get("epoch", "–")), pct(last.get("zeroshot_top1")), pct(last.get("asr_top1")),
+                     pct(last.get("clean_target_rate")),
+                     f"{pct(peak.get('asr_top1'))} ({peak.get('epoch', '–')})"])
+    return headers, rows
+
+
+def _csv_text(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return buffer.getvalue()
+
+
+# -- verdict ------------------------------------------------------------------------------------------
+
+
+def verdict(groups: list[GroupSummary]) -> str:
+    """The paper's question in plain words: does CleanCLIP remove the backdoor from each pre-training
+    objective, and at what accuracy cost compared with the control?"""
+    clean = {g.objective: g for g in groups if g.method == "cleanclip"}
+    if not clean:
+        return "No CleanCLIP cleaning runs of poisoned models were found, so there is no verdict."
+    lines, best = [], {}
+    pct_t = int(VERDICT_THRESHOLD * 100)
+    for objective, g in clean.items():
+        n = len(g.seeds)
+        start_acc, _ = mean_std([(s.start or {}).get("zeroshot_top1") for s in g.seeds])
+        start_asr, _ = mean_std([(s.start or {}).get("asr_top1") for s in g.seeds])
+        floor, _ = mean_std([(s.start or {}).get("clean_target_rate") for s in g.seeds])
+        picks = [s.best[VERDICT_THRESHOLD] for s in g.seeds]
+        reached = [p for p in picks if p]
+        seeds_txt = f" (mean over {n} seeds)" if n > 1 else ""
+        text = (f"{objective} pre-training{seeds_txt}: the poisoned model has {pct(start_acc)}% accuracy and "
+                f"{pct(start_asr)}% ASR (the clean false-positive rate for the target is {pct(floor)}%). ")
+        if start_asr < 0.5:
+            text += "It learned the backdoor only weakly, so cleaning it says little. "
+        if not reached:
+            low, _ = mean_std([s.min_asr for s in g.seeds])
+            text += f"CleanCLIP never brought ASR to {pct_t}% or below (lowest {pct(low)}%)."
+        else:
+            d, dsd = mean_std([p.delta for p in reached])
+            acc, _ = mean_std([p.point.acc for p in reached])
+            best[objective] = (acc, d, dsd, len(reached), n)
+            text += (f"CleanCLIP reached ASR ≤ {pct_t}% in {len(reached)} of {n} seed(s); the best such "
+                     f"checkpoint has {pct(acc)}% accuracy ({signed(d)} points)")
+            ctl = [p.control_delta for p in reached if p.control_delta is not None]
+            if ctl:
+                c, _ = mean_std(ctl)
+                text += (f", while the same fine-tuning of an un-poisoned model changed accuracy by {signed(c)} "
+                         "points, so most of that change is the cost of fine-tuning, not of removing the backdoor"
+                         if abs(c) >= abs(d) / 2 else
+                         f", against {signed(c)} points for the same fine-tuning of an un-poisoned model")
+            text += "."
+        lines.append(text)
+    if "MMCL" in best and "MMCL+SSL" in best:
+        _, d1, s1, _, _ = best["MMCL"]
+        _, d2, s2, _, _ = best["MMCL+SSL"]
+        gap = d1 - d2
+        noise = max(MEANINGFUL_GAP, s1 + s2)
+        if gap > noise:
+            lines.append(f"Cleaning cost the MMCL+SSL model {100 * gap:.1f} points more accuracy than the MMCL "
+                         "model at the same ASR bound: the paper's effect appears here.")
+        elif gap < -noise:
+            lines.append(f"Cleaning cost the MMCL+SSL model {100 * -gap:.1f} points less than the MMCL model: the "
+                         "opposite of the paper's effect.")
+        else:
+            lines.append(f"The accuracy cost differs by {100 * gap:+.1f} points between the two objectives, "
+                         f"within the noise ({100 * noise:.1f} points): the paper's effect does not clearly "
+                         "appear at this scale.")
+    elif "MMCL" in best and "MMCL+SSL" in clean:
+        lines.append("CleanCLIP cleaned the MMCL model but not the MMCL+SSL model, as the paper reports.")
+    lines.append("Selection above uses the paper's oracle rule (test accuracy and the true trigger); the "
+                 "defender's rule (lowest held-out clean loss) is in the table beside it.")
+    return "\n\n".join(lines)
+
+
+# -- plots --------------------------------------------------------------------------------------------
+
+
+def _panels(groups: list[GroupSummary], runs: list[RunInfo]) -> dict[str, dict[str, Any]]:
+    panels: dict[str, dict[str, Any]] = {}
+    for g in groups:
+        panel = panels.setdefault(g.objective, {"start": None, "control_start": None, "methods": {}, "controls": {}})
+        starts = [s.start for s in g.seeds if s.start]
+        if starts:
+            panel["start"] = (mean_std([s.get("asr_top1") for s in starts])[0],
+                              mean_std([s.get("zeroshot_top1") for s in starts])[0])
+        cstarts = [s.control_start for s in g.seeds if s.control_start]
+        if cstarts:
+            panel["control_start"] = (mean_std([s.get("asr_top1", math.nan) for s in cstarts])[0],
+                                      mean_std([s.get("zeroshot_top1") for s in cstarts])[0])
+        panel["methods"][g.method] = [(p.asr, p.acc) for s in g.seeds for p in s.points]
+    for r in runs:
+        if r.kind == "clean" and not r.poisoned and r.root_objective in panels:
+            panels[r.root_objective]["controls"].setdefault(r.method, []).extend(
+                (float(e["asr_top1"]), float(e["zeroshot_top1"])) for e in r.evals
+                if e.get("epoch", 0) >= 1 and "asr_top1" in e)
+    return panels
+
+
+def _trajectories(groups: list[GroupSummary], top: int = 3) -> dict[str, list[dict[str, Any]]]:
+    """Epoch trajectories of the ``top`` runs per pre-training objective, ranked by the oracle rule
+    (best accuracy at ASR <= 10 %) over all their epochs, as the paper's trajectory plots do."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for objective in dict.fromkeys(g.objective for g in groups):
+        ranked = []
+        for g in (g for g in groups if g.objective == objective):
+            for s in g.seeds:
+                by_run: dict[str, list] = {}
+                for p in s.points:
+                    by_run.setdefault(p.run.name, []).append(p)
+                for pts in by_run.values():
+                    ok = [p.acc for p in pts if p.asr <= VERDICT_THRESHOLD]
+                    if ok:
+                        ranked.append((max(ok), pts[0].run, g.method))
+        ranked.sort(key=lambda x: -x[0])
+        out[objective] = [{
+            "label": f"{METHOD_LABELS.get(method, method)}, {_hp(run)}", "method": method,
+            "points": [(int(e["epoch"]), float(e["asr_top1"]), float(e["zeroshot_top1"]))
+                       for e in _trajectory_evals(run)],
+        } for _, run, method in ranked[:top]]
+    return out
+
+
+def _trajectory_evals(run: RunInfo) -> list[dict[str, Any]]:
+    start = run.start
+    evals = [e for e in run.evals if e.get("epoch", 0) >= 1 and "asr_top1" in e]
+    return ([{**start, "epoch": 0}] if start and "asr_top1" in start else []) + evals
+
+
+def _pretraining_curves(runs: list[RunInfo]) -> list[dict[str, Any]]:
+    curves = []
+    for r in pretraining_runs(runs):
+        evals = [e for e in r.evals if "asr_top1" in e]
+        curves.append({"label": f"{r.objective}{'' if r.poisoned else ' (control)'}, seed {r.seed}",
+                       "epochs": [e["epoch"] for e in evals], "acc": [e["zeroshot_top1"] for e in evals],
+                       "asr": [e["asr_top1"] for e in evals],
+                       "clean_target_rate": [e.get("clean_target_rate", math.nan) for e in evals]})
+    return curves
+
+
+# -- the report ---------------------------------------------------------------------------------------
+
+
+def write_report(runs_dir: str | Path, out: str | Path | None = None, *, title: str | None = None) -> Report:
+    runs_dir = Path(runs_dir)
+    out = Path(out) if out is not None else runs_dir
+    runs = collect_runs(runs_dir)
+    if not runs:
+        from clipbackdoor.registry import ConfigError
+
+        raise ConfigError(f"{runs_dir}: no run directories (config.yaml + metrics.jsonl) found")
+    out.mkdir(parents=True, exist_ok=True)
+    write_index(out, runs)
+    groups = analyse(runs)
+
+    headers, rows = summary_table(groups)
+    summary_md = html.markdown_table(headers, rows)
+    p_headers, p_rows = pretraining_table(runs)
+    pre_md = html.markdown_table(p_headers, p_rows)
+    atomic_write_text(out / "summary.md", f"## Cleaning\n\n{summary_md}\n\n## Pre-training\n\n{pre_md}\n")
+    atomic_write_text(out / "summary.csv", _csv_text(summary_csv_rows(groups)))
+    atomic_write_text(out / "pareto.csv", _csv_text([
+        {"pretrain_objective": g.objective, "method": g.method, "seed": s.seed, "asr": p.asr, "acc": p.acc,
+         "run": p.run.name, "epoch": p.epoch} for g in groups for s in g.seeds for p in s.front]))
+
+    panels = _panels(groups, runs)
+    plot_dir = out / "plots"
+    images = [
+        ("Accuracy vs ASR of every evaluated epoch of every cleaning run (the paper's main figure); the red star "
+         "is the poisoned model, hollow markers are un-poisoned controls cleaned the same way",
+         plots.scatter_panels(panels, plot_dir / "tradeoff.png")),
+        ("Pareto fronts (lower ASR, higher accuracy is better)", plots.pareto_panels(panels, plot_dir / "pareto.png")),
+        ("Epoch trajectories of the best runs (oracle rule, ASR ≤ 10%)",
+         plots.trajectory_panels(_trajectories(groups), plot_dir / "trajectories.png")),
+        ("Accuracy and ASR over pre-training epochs (dashed: clean false-positive rate for the target)",
+         plots.pretraining_curves(_pretraining_curves(runs), plot_dir / "pretraining.png")),
+    ]
+    text = verdict(groups)
+    headline = _headline(groups)
+    sections: list[dict[str, Any]] = [
+        {"kind": "table", "caption": "Cleaning: accuracy and ASR (%) per pre-training objective and cleaning "
+         "method", "headers": headers, "rows": rows,
+         "note": "best acc @ASR≤x: oracle rule (max test accuracy over all runs and epochs with ASR ≤ x). "
+                 "Δacc: change from the poisoned model. control Δacc: the same cleaning run applied to an "
+                 "un-poisoned model, at the same epoch. defender pick: the checkpoint with the lowest loss on "
+                 "held-out clean pairs (no trigger, no test labels)."},
+        *({"kind": "image", "caption": c, "path": p} for c, p in images[:3]),
+        {"kind": "table", "caption": "Pre-training", "headers": p_headers, "rows": p_rows},
+        {"kind": "image", "caption": images[3][0], "path": images[3][1]},
+    ]
+    config_text = _config_text(runs_dir, runs)
+    page = html.render_html(
+        title=title or f"clipbackdoor report: {runs_dir.name}", verdict=text, sections=sections,
+        config_text=config_text,
+        generated=f"generated {datetime.datetime.now().isoformat(timespec='seconds')} from {len(runs)} run "
+                  f"directories under {runs_dir}",
+    )
+    html_path = out / "report.html"
+    atomic_write_text(html_path, page)
+    return Report(out, html_path, summary_md, headline, text, groups)
+
+
+def _headline(groups: list[GroupSummary]) -> str:
+    """The short table a terminal shows: one line per group."""
+    headers = ["pre-training", "cleaning", "poisoned acc/ASR", "best acc @ASR≤10%", "Δacc", "control Δacc"]
+    rows = []
+    for g in groups:
+        starts = [s.start or {} for s in g.seeds]
+        picks = [s.best[VERDICT_THRESHOLD] for s in g.seeds]
+        reached = [p for p in picks if p]
+        rows.append([g.objective, METHOD_LABELS.get(g.method, g.method),
+                     f"{pm([s.get('zeroshot_top1') for s in starts])} / {pm([s.get('asr_top1') for s in starts])}",
+                     pm([p.point.acc for p in reached]) if reached else "not reached",
+                     pm([p.delta for p in reached], signed) if reached else "–",
+                     pm([p.control_delta for p in reached if p.control_delta is not None], signed)])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*headers), fmt.format(*("-" * w for w in widths)),
+                      *(fmt.format(*r) for r in rows)])
+
+
+def _config_text(runs_dir: Path, runs: list[RunInfo]) -> str:
+    spec = runs_dir / "sweep.yaml"
+    if spec.is_file():
+        return spec.read_text()
+    pre = pretraining_runs(runs)
+    chosen = pre[0] if pre else runs[0]
+    return f"# {chosen.name}/config.yaml\n" + yaml.safe_dump(chosen.config, sort_keys=False)
+
+
+__all__ = ["Report", "SeedResult", "write_report", "verdict", "summary_table"]

@@ -1,0 +1,109 @@
+"""Running sweeps: every run once, resumable after a kill, failures isolated and reported."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from clipbackdoor.experiments.sweep import expand, parse_spec, run_sweep
+from clipbackdoor.io import read_jsonl
+from clipbackdoor.reporting.collect import INDEX_NAME, write_index
+
+# MMCL-only pre-training and cleaning need no WordNet and run in about 2 s each.
+TINY = {"data.train.num_samples": 256, "data.eval.num_samples": 100, "train.batch_size": 64,
+        "train.warmup_steps": 1, "eval.batch_size": 100, "model.name": "tiny-clip"}
+
+
+def tiny_spec(epochs=2, clean_epochs=2, poison=(0.1, 0)):
+    return {
+        "workers": 2,
+        "stages": {
+            "pre": {"command": "pretrain", "config": "mmcl",
+                    "set": {**TINY, "train.epochs": epochs, "train.keep_epoch_checkpoints": False},
+                    "grid": {"poison.budget": dict(zip(["poisoned", "control"], poison))}},
+            "clean": {"command": "clean", "from": "pre",
+                      "set": {"data.train.num_samples": 128, "train.batch_size": 64, "train.epochs": clean_epochs,
+                              "eval.batch_size": 100, "train.keep_last_state": False,
+                              "train.keep_epoch_checkpoints": False,
+                              "data.validation": {"name": "synthetic", "split": "val", "num_samples": 64}},
+                      "grid": {"defense.name": ["mmcl"], "train.lr": [1e-3, 3e-3]}},
+        },
+    }
+
+
+def check_every_run_once(out, spec):
+    jobs = expand(parse_spec(spec))
+    index = [line.split(",")[0] for line in (out / INDEX_NAME).read_text().splitlines()[1:]]
+    for job in jobs:
+        run = out / job.name
+        assert (run / "summary.json").is_file(), job.name
+        epochs = [r["epoch"] for r in read_jsonl(run / "metrics.jsonl") if r["kind"] == "eval"]
+        expected = spec["stages"][job.stage]["set"]["train.epochs"]
+        # Every evaluation exactly once, in order: nothing lost, nothing counted twice.
+        assert epochs == list(range(expected + 1)), (job.name, epochs)
+        assert index.count(job.name) == expected + 1
+    assert len(index) == sum(spec["stages"][j.stage]["set"]["train.epochs"] + 1 for j in jobs)
+
+
+def test_sweep_runs_everything_then_skips_it(tmp_path):
+    spec = tiny_spec()
+    messages = []
+    result = run_sweep(parse_spec(spec), tmp_path, echo=messages.append)
+    assert result.ok and len(result.completed) == 6
+    write_index(tmp_path)
+    check_every_run_once(tmp_path, spec)
+    # Cleaning runs logged the defender's signal, and kept only their final weights.
+    clean_run = tmp_path / "clean" / "poisoned" / "mmcl_lr-0.001"
+    assert all("val_loss" in r for r in read_jsonl(clean_run / "metrics.jsonl") if r["kind"] == "eval")
+    assert sorted(p.name for p in (clean_run / "checkpoints").iterdir()) == ["epoch_2.safetensors"]
+    assert any("done    clean/control/mmcl_lr-0.003" in m for m in messages)
+
+    again = run_sweep(parse_spec(spec), tmp_path, echo=messages.append)
+    assert again.completed == [] and len(again.skipped) == 6
+
+
+def test_a_failing_run_is_reported_and_blocks_only_its_dependents(tmp_path):
+    spec = tiny_spec()
+    # An impossible learning rate makes the poisoned pre-training fail before its first step.
+    spec["stages"]["pre"]["grid"] = {"train.lr": {"bad": -1.0, "ok": 2e-3}}
+    result = run_sweep(parse_spec(spec), tmp_path, echo=lambda m: None)
+    assert set(result.failed) == {"pre/bad"}
+    assert "train.lr" in result.failed["pre/bad"]
+    assert sorted(result.blocked) == ["clean/bad/mmcl_lr-0.001", "clean/bad/mmcl_lr-0.003"]
+    assert sorted(result.completed) == ["clean/ok/mmcl_lr-0.001", "clean/ok/mmcl_lr-0.003", "pre/ok"]
+
+
+def test_killed_sweep_completes_with_every_run_exactly_once(tmp_path):
+    """Kill the sweep process (SIGKILL, no clean-up) while runs are in flight, then run it again."""
+    spec = tiny_spec(epochs=4, clean_epochs=3)
+    spec["stages"]["pre"]["set"]["train.checkpoint_every_steps"] = 2
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "clipbackdoor", "sweep", str(spec_path), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        # Wait until one run has finished and another is part-way through its evaluations.
+        while time.time() < deadline:
+            done = list(out.glob("**/summary.json"))
+            partial = [m for m in out.glob("clean/**/metrics.jsonl") if not (m.parent / "summary.json").exists()
+                       and any(r["kind"] == "eval" and r["epoch"] >= 1 for r in read_jsonl(m))]
+            if done and partial:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the sweep never reached a mid-run state")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    # The workers die with the sweep (PR_SET_PDEATHSIG); give the kernel a moment.
+    time.sleep(0.5)
+    result = run_sweep(parse_spec(spec), out, echo=lambda m: None)
+    assert result.ok and result.skipped, "some runs must have survived the kill as complete"
+    write_index(out)
+    check_every_run_once(out, spec)
