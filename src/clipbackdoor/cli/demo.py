@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
     group.add_argument("--quick", action="store_const", const="quick", dest="preset",
                        help="smoke test in under 2 minutes (mechanics only)")
     group.add_argument("--preset", choices=("default", "quick", "paper-mini"),
-                       help="default (about 9 min on 2 cores), quick, or paper-mini (larger, about 25 min per seed)")
+                       help="default (about 8 min on 2 cores), quick, or paper-mini (3 seeds, about 50 min)")
     p.add_argument("--seeds", type=int, nargs="+", help="pre-training seeds (default: the preset's)")
     p.add_argument("--workers", "-j", type=int, help="parallel runs (default: the preset's, 2)")
     p.set_defaults(func=run)

@@ -218,26 +218,46 @@ def verdict(groups: list[GroupSummary]) -> str:
                          f", against {signed(c)} points for the same fine-tuning of an un-poisoned model")
             text += "."
         lines.append(text)
-    if "MMCL" in best and "MMCL+SSL" in best:
-        _, d1, s1, _, _ = best["MMCL"]
-        _, d2, s2, _, _ = best["MMCL+SSL"]
-        gap = d1 - d2
-        noise = max(MEANINGFUL_GAP, s1 + s2)
-        if gap > noise:
-            lines.append(f"Cleaning cost the MMCL+SSL model {100 * gap:.1f} points more accuracy than the MMCL "
-                         "model at the same ASR bound: the paper's effect appears here.")
-        elif gap < -noise:
-            lines.append(f"Cleaning cost the MMCL+SSL model {100 * -gap:.1f} points less than the MMCL model: the "
-                         "opposite of the paper's effect.")
-        else:
-            lines.append(f"The accuracy cost differs by {100 * gap:+.1f} points between the two objectives, "
-                         f"within the noise ({100 * noise:.1f} points): the paper's effect does not clearly "
-                         "appear at this scale.")
-    elif "MMCL" in best and "MMCL+SSL" in clean:
-        lines.append("CleanCLIP cleaned the MMCL model but not the MMCL+SSL model, as the paper reports.")
+    lines.append(_comparison(clean, best))
     lines.append("Selection above uses the paper's oracle rule (test accuracy and the true trigger); the "
                  "defender's rule (lowest held-out clean loss) is in the table beside it.")
     return "\n\n".join(lines)
+
+
+def _comparison(clean: dict[str, GroupSummary], best: dict[str, tuple]) -> str:
+    """MMCL against MMCL+SSL. Accuracy costs are compared only when both were cleaned in every seed; a
+    difference in how often cleaning succeeded is reported as such, and a weakly learned backdoor is named
+    as the confound it is."""
+    if "MMCL" not in clean or "MMCL+SSL" not in clean:
+        return "Only one pre-training objective was cleaned, so the two cannot be compared."
+    weak = [o for o in ("MMCL", "MMCL+SSL")
+            if mean_std([(s.start or {}).get("asr_top1") for s in clean[o].seeds])[0] < 0.5]
+    caveat = (f" But the {' and '.join(weak)} model{'s' if len(weak) > 1 else ''} learned the backdoor only "
+              "weakly, so this comparison is confounded and does not test the paper's claim."
+              if weak else "")
+    n = {o: len(clean[o].seeds) for o in ("MMCL", "MMCL+SSL")}
+    hit = {o: best[o][3] if o in best else 0 for o in ("MMCL", "MMCL+SSL")}
+    pct_t = int(VERDICT_THRESHOLD * 100)
+    if hit["MMCL"] != n["MMCL"] or hit["MMCL+SSL"] != n["MMCL+SSL"]:
+        text = (f"CleanCLIP reached ASR ≤ {pct_t}% in {hit['MMCL']} of {n['MMCL']} seed(s) for MMCL "
+                f"pre-training and in {hit['MMCL+SSL']} of {n['MMCL+SSL']} for MMCL+SSL pre-training, so the "
+                "accuracy costs are not compared.")
+        if hit["MMCL"] / n["MMCL"] > hit["MMCL+SSL"] / n["MMCL+SSL"]:
+            text += " The MMCL+SSL model was the harder one to clean, the paper's direction."
+        return text + caveat
+    _, d1, s1, _, _ = best["MMCL"]
+    _, d2, s2, _, _ = best["MMCL+SSL"]
+    gap, noise = d1 - d2, max(MEANINGFUL_GAP, s1 + s2)
+    if gap > noise:
+        text = (f"Cleaning cost the MMCL+SSL model {100 * gap:.1f} points more accuracy than the MMCL model at "
+                "the same ASR bound: the paper's effect appears here.")
+    elif gap < -noise:
+        text = (f"Cleaning cost the MMCL+SSL model {100 * -gap:.1f} points less than the MMCL model: the "
+                "opposite of the paper's effect.")
+    else:
+        text = (f"The accuracy cost differs by {100 * gap:+.1f} points between the two objectives, within the "
+                f"noise ({100 * noise:.1f} points): the paper's effect does not clearly appear at this scale.")
+    return text + caveat
 
 
 # -- plots --------------------------------------------------------------------------------------------

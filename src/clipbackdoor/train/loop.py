@@ -212,7 +212,8 @@ class Trainer:
         done = [r for r in read_jsonl(self.run.metrics) if r["kind"] == "eval" and r["epoch"] == pos.epoch]
         last_eval = done[-1] if done and pos.batch == 0 else None
         with JsonlLogger(self.run.metrics) as logger:
-            if pos.epoch == 0 and pos.batch == 0:
+            # A run killed after its epoch-0 checkpoint resumes at (0, 0) with that evaluation logged.
+            if pos.epoch == 0 and pos.batch == 0 and last_eval is None:
                 last_eval = self.evaluate(logger)
                 self.save(end_of_epoch=True)
             self.model.train()
