@@ -40,6 +40,8 @@ class DataConfig:
     # EDA views are fixed per row by default, as in CleanCLIP; "epoch" draws a new one every epoch.
     text_augment_per: str = "row"
     num_workers: int = 0
+    # Page-locked host batches and non-blocking copies to a CUDA device (ignored on the CPU).
+    pin_memory: bool = True
 
 
 @dataclass
@@ -76,7 +78,15 @@ class TrainConfig:
     legacy_step_offset: bool = False
     grad_clip: float | None = None
     device: str = "auto"
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    precision: str = "fp32"  # fp32 | bf16 (autocast over the forward pass; losses in fp32)
+    # TF32 matmuls and convolutions on Ampere and newer GPUs (the original code enables them too).
+    tf32: bool = True
+    # NHWC memory layout for convolutional image towers (RN50): faster convolutions under bf16.
+    channels_last: bool = False
+    # torch.compile the model (first steps are slow while it compiles; worth it for long runs).
+    compile: bool = False
+    # Batch-norm statistics over the global batch in DDP (CUDA only); the original code keeps them per GPU.
+    sync_batchnorm: bool = False
     threads: int | None = None
     log_every: int = 10
     checkpoint_every_steps: int | None = None
@@ -117,6 +127,13 @@ class ExperimentConfig:
 
 # ----------------------------------------------------------------------------------------------------------
 # building from plain dicts
+
+
+# Keys that change how a run executes but not what it computes; a resumed run may differ in them.
+EXECUTION_KEYS = frozenset({
+    ("train", "progress"), ("train", "threads"), ("data", "num_workers"), ("train", "device"),
+    ("data", "pin_memory"),
+})
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -242,17 +259,35 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
+def _shipped_folder():
+    return resources.files("clipbackdoor") / "configs" / "experiments"
+
+
 def shipped_configs() -> list[str]:
-    folder = resources.files("clipbackdoor") / "configs" / "experiments"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    """Names of the shipped experiment configs; one in a subfolder is named ``folder/name``
+    (``paper/cc6m-mmcl``)."""
+    names: list[str] = []
+
+    def walk(folder, prefix: str) -> None:
+        for p in folder.iterdir():
+            if p.is_dir():
+                walk(p, f"{prefix}{p.name}/")
+            elif p.name.endswith(".yaml"):
+                names.append(prefix + p.name[:-5])
+
+    walk(_shipped_folder(), "")
+    return sorted(names)
 
 
 def read_yaml(path_or_name: str | Path) -> dict[str, Any]:
     """Read a YAML config from a path, or a shipped experiment by name (see ``shipped_configs``)."""
     path = Path(path_or_name)
     if not path.exists():
-        shipped = resources.files("clipbackdoor") / "configs" / "experiments" / f"{path_or_name}.yaml"
-        if not shipped.is_file():
+        shipped = _shipped_folder()
+        parts = f"{path_or_name}.yaml".split("/")
+        for part in parts:
+            shipped = shipped / part
+        if ".." in parts or not shipped.is_file():
             raise ConfigError(
                 f"config {str(path_or_name)!r} is neither a file nor a shipped config "
                 f"({', '.join(shipped_configs())})"

@@ -61,9 +61,11 @@ class Registry(Generic[T]):
         """Build from a config section ``{"name": ..., **kwargs}`` (or a bare name).
 
         ``extra`` holds arguments supplied by the program rather than the user (e.g. class names); they
-        are passed only if the constructor accepts them.
+        are passed only if the constructor accepts them. A constructor with a ``where`` parameter
+        receives ``where`` (the section's config path, e.g. ``data.validation``) for its error messages.
         """
         where = where or self.kind
+        extra = {"where": where, **extra}
         if isinstance(section, str):
             section = {"name": section}
         kwargs = dict(section)

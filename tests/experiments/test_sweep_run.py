@@ -107,3 +107,17 @@ def test_killed_sweep_completes_with_every_run_exactly_once(tmp_path):
     assert result.ok and result.skipped, "some runs must have survived the kill as complete"
     write_index(out)
     check_every_run_once(out, spec)
+
+
+def test_devices_pin_one_run_to_each_listed_device(tmp_path):
+    # "--devices cuda:0,cuda:1" on a GPU node; "cpu" twice stands in here. A device goes back to the
+    # pool when its run ends, so the cleaning runs reuse them.
+    spec = tiny_spec(epochs=1, clean_epochs=1)
+    messages = []
+    result = run_sweep(parse_spec(spec), tmp_path, devices=["cpu", "cpu"], echo=messages.append)
+    assert result.ok and len(result.completed) == 6
+    starts = [m for m in messages if m.strip().startswith("start")]
+    assert len(starts) == 6 and all(m.endswith(" on cpu") for m in starts)
+    assert "on 2 worker(s)" in messages[0]
+    with pytest.raises(Exception, match="disagree"):
+        run_sweep(parse_spec(spec), tmp_path / "x", workers=3, devices=["cpu"])

@@ -91,3 +91,20 @@ def test_bad_parameters_name_the_field(kwargs, match):
 def test_patch_larger_than_image_is_an_error():
     with pytest.raises(ConfigError, match="does not fit"):
         BadNet(patch_size=40).sample_trigger(np.random.default_rng(0), 32)
+
+
+def test_batched_apply_equals_one_patch_per_image():
+    # apply() computes means, clipping and pasting for the whole batch on the images' device; on the CPU
+    # it must reproduce, bit for bit, the per-image patch every manifest so far was defined by.
+    import numpy as np
+
+    attack = BadNet(location="random")
+    images = torch.randint(0, 256, (16, 3, 224, 224), dtype=torch.uint8)
+    rng = np.random.default_rng(3)
+    triggers = [attack.sample_trigger(rng, 224) for _ in range(16)]
+    expected = images.clone()
+    p = attack.patch_px(224)
+    for i, t in enumerate(triggers):
+        expected[i, :, t["y"] : t["y"] + p, t["x"] : t["x"] + p] = noise_patch(images[i], p, t["noise_seed"])
+    assert torch.equal(attack.apply(images, triggers), expected)
+    assert torch.equal(attack.apply(images, []), images)

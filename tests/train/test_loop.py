@@ -140,5 +140,5 @@ def test_non_finite_loss_stops_before_the_update_and_keeps_the_checkpoint(tmp_pa
         run_training(_cfg("train.epochs=1"), tmp_path)
     # The epoch-0 state is intact and finite, so the run can resume after the user lowers the lr.
     state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
-    assert state["position"] == {"epoch": 0, "batch": 0, "step": 0, "epoch_loss": 0.0}
+    assert state["position"] == {"epoch": 0, "batch": 0, "step": 0, "epoch_loss": 0.0, "dropped": 0}
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())

@@ -14,6 +14,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from clipbackdoor.cli import (
     clean,
+    convert,
+    data,
     demo,
     evaluate,
     listing,
@@ -26,7 +28,7 @@ from clipbackdoor.cli import (
 )
 from clipbackdoor.errors import ConfigError, DataError, SetupError
 
-COMMANDS = (demo, poison, pretrain, clean, evaluate, sweep, report, synthetic, listing, setup_wordnet)
+COMMANDS = (demo, poison, pretrain, clean, evaluate, sweep, report, synthetic, listing, setup_wordnet, data, convert)
 
 
 def build_parser() -> argparse.ArgumentParser:

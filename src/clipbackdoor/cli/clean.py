@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clipbackdoor.cli.common import add_config_args, log_to_file, print_metrics
+from clipbackdoor.cli.common import add_config_args, print_metrics, train_with
 from clipbackdoor.defenses import DEFENSES
 
 
@@ -12,7 +12,9 @@ def add_parser(sub) -> None:
                                    "evaluation set are taken from the source run; the shipped `clean` config "
                                    "sets the cleaning data and schedule.")
     p.add_argument("--from", dest="source", required=True,
-                   help="pre-training run directory, or a .safetensors/.pt checkpoint inside one")
+                   help="pre-training run directory, or a checkpoint inside one; a checkpoint from elsewhere "
+                        "(e.g. the original CleanCLIP code) takes its model, attack and eval set from the "
+                        "overrides (model.name=RN50-quickgelu ...; see docs/checkpoints.md)")
     p.add_argument("--epoch", type=int, help="clean the weights after this pre-training epoch (default: last)")
     p.add_argument("--defense", "-d",
                    help=f"one of: {', '.join(DEFENSES.names())} (default: the config's, else cleanclip)")
@@ -23,10 +25,8 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from clipbackdoor.experiments.stages import clean_config
-    from clipbackdoor.train.loop import run_training
-
     cfg = clean_config(args.source, args.config, args.overrides, defense=args.defense, epoch=args.epoch)
-    log_to_file(args.out)
-    summary = run_training(cfg, args.out)
-    print_metrics(f"cleaning ({cfg.defense['name']}) finished: {args.out}", summary["final"])
+    summary = train_with(cfg, args.out)
+    if summary is not None:  # rank 0 of a torchrun job, or a single process
+        print_metrics(f"cleaning ({cfg.defense['name']}) finished: {args.out}", summary["final"])
     return 0

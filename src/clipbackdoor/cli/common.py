@@ -20,6 +20,37 @@ def config_from_args(args: argparse.Namespace, default: str | None = None) -> Ex
     return load_config(args.config or default, args.overrides)
 
 
+def dist_context():
+    """This process's place in a torchrun job (a single process outside one). Other ranks than 0 log
+    warnings only and show no progress bar, so a job prints one set of messages."""
+    import os
+
+    from clipbackdoor.train.distributed import DistContext
+
+    ctx = DistContext.from_env(os.environ)
+    if not ctx.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    return ctx
+
+
+def train_with(cfg: ExperimentConfig, out: str) -> dict[str, Any] | None:
+    """Run (or resume) training into ``out``, as one rank of a torchrun job when launched by torchrun;
+    the run's summary on rank 0, None on the other ranks."""
+    from clipbackdoor.train import distributed
+    from clipbackdoor.train.loop import run_training
+
+    ctx = dist_context()
+    if ctx.is_main:
+        log_to_file(out)
+    else:
+        cfg.train.progress = False
+    try:
+        summary = run_training(cfg, out, ctx)
+    finally:
+        distributed.shutdown()
+    return summary if ctx.is_main else None
+
+
 def log_to_file(run_dir: str | Path) -> None:
     """Mirror the log into ``<run>/log.txt`` so a run directory explains itself."""
     path = Path(run_dir)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clipbackdoor.cli.common import add_config_args, config_from_args, log_to_file, print_metrics
+from clipbackdoor.cli.common import add_config_args, config_from_args, print_metrics, train_with
 
 
 def add_parser(sub) -> None:
@@ -15,10 +15,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from clipbackdoor.train.loop import run_training
-
     cfg = config_from_args(args)
-    log_to_file(args.out)
-    summary = run_training(cfg, args.out)
-    print_metrics(f"pre-training finished: {args.out}", summary["final"])
+    summary = train_with(cfg, args.out)
+    if summary is not None:  # rank 0 of a torchrun job, or a single process
+        print_metrics(f"pre-training finished: {args.out}", summary["final"])
     return 0

@@ -11,6 +11,8 @@ def add_parser(sub) -> None:
     p.add_argument("spec", help="sweep YAML file, or a shipped sweep name")
     p.add_argument("--out", "-o", required=True, help="sweep directory (one run directory per run inside)")
     p.add_argument("--workers", "-j", type=int, help="parallel runs (default: the spec's `workers`)")
+    p.add_argument("--devices", help="comma-separated devices, one run at a time on each "
+                                     "(e.g. cuda:0,cuda:1,cuda:2,cuda:3; repeat one to share it)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their overrides, run nothing")
     p.add_argument("--report", action="store_true", help="write the report when the sweep is done")
     p.set_defaults(func=run)
@@ -29,7 +31,8 @@ def run(args) -> int:
             source = f" (cleans {job.source})" if job.source else ""
             print(f"{job.name}{source}: {job.command} {job.config or ''} {' '.join(job.overrides)}")
         return 0
-    result = run_sweep(spec, args.out, workers=args.workers)
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
+    result = run_sweep(spec, args.out, workers=args.workers, devices=devices)
     print(f"results index: {write_index(args.out)}")
     if args.report:
         from clipbackdoor.reporting.report import write_report

@@ -356,12 +356,15 @@ class BatchAutoAugment:
         ops = torch.where(probs <= _POLICY_PROBS[policy], ops, -1)
         return ops, magnitudes
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, generator: torch.Generator,
+                 rows: tuple[int, int] | None = None) -> torch.Tensor:
         """Augment a batch.
 
         Args:
             images: uint8 (B, 3, H, W) on any device.
             generator: CPU generator; the only source of randomness.
+            rows: (first, total): these images are rows first..first+B of a batch of ``total`` (one rank's
+                share of a global batch); each gets the draw it would get in the whole batch.
 
         Returns:
             uint8 (B, 3, H, W) on the device of ``images``.
@@ -369,7 +372,9 @@ class BatchAutoAugment:
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected uint8 images (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
         b, _, h, w = images.shape
-        ops, magnitudes = self.sample(b, h, w, generator)
+        first, total = rows if rows is not None else (0, b)
+        ops, magnitudes = self.sample(total, h, w, generator)
+        ops, magnitudes = ops[first : first + b], magnitudes[first : first + b]
         out = images
         for stage in range(2):
             out = self._apply_stage(out, ops[:, stage], magnitudes[:, stage])
@@ -409,5 +414,5 @@ class BatchAutoAugment:
 class NoAugment:
     """Identity image view (for runs without an in-modal objective, or ablations)."""
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, generator: torch.Generator, rows=None) -> torch.Tensor:
         return images

@@ -9,19 +9,26 @@ batches with one tensor index, which is what makes CPU pre-training fast.
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
+import operator
+import os
 import re
+from array import array
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from clipbackdoor.data.errors import DataError
 from clipbackdoor.data.registries import DATASETS
+from clipbackdoor.data.strings import StringsBuilder
 from clipbackdoor.data.transforms import resize_center_crop
+from clipbackdoor.data.validate import ProblemLog, check_images, is_file, map_chunked, report
 from clipbackdoor.registry import ConfigError
 from clipbackdoor.seeding import derive_seed
 
@@ -42,6 +49,9 @@ class PairDataset(Protocol):
     def load_images(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images (B, 3, S, S) and a bool mask (B,) of the ones that could be read."""
 
+    def validate(self, decode: bool = False, workers: int = 1) -> dict[str, Any]:
+        """Rows, usable rows, what would be skipped by reason, example problems (``data.validate``)."""
+
     def describe(self) -> dict[str, Any]: ...
 
 
@@ -52,7 +62,7 @@ def load_image_file(path: Path, size: int, where: str) -> torch.Tensor:
             return resize_center_crop(image, size)
     except FileNotFoundError:
         raise DataError(f"{where}: image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as err:
         raise DataError(f"{where}: cannot read image {path}: {err}") from None
 
 
@@ -84,6 +94,7 @@ class SyntheticPairs:
         seed: data seed; None uses the experiment seed.
         difficulty: clutter and noise in [0, 1].
         caption_noise: fraction of captions that never mention the object.
+        where: this section's config path, for error messages (the framework passes it).
     """
 
     def __init__(
@@ -95,13 +106,14 @@ class SyntheticPairs:
         caption_noise: float = 0.1,
         image_size: int = 32,
         experiment_seed: int = 0,
+        where: str = "data.train",
     ) -> None:
         self.seed = experiment_seed if seed is None else seed
         self.split = split
         self.image_size = image_size
         self._params = dict(num_samples=num_samples, split=split, seed=self.seed, difficulty=difficulty,
                             caption_noise=caption_noise, image_size=image_size)
-        data = generate_split(num_samples, split=split, seed=self.seed, where="data.train", image_size=image_size,
+        data = generate_split(num_samples, split=split, seed=self.seed, where=where, image_size=image_size,
                               difficulty=difficulty, caption_noise=caption_noise)
         self.images, self.labels, self.captions = data.images, data.labels, data.captions
         self.skipped: Counter[str] = Counter()
@@ -119,6 +131,10 @@ class SyntheticPairs:
         idx = torch.as_tensor(indices, dtype=torch.long)
         return self.images[idx], torch.ones(len(idx), dtype=torch.bool)
 
+    def validate(self, decode: bool = False, workers: int = 1) -> dict[str, Any]:
+        """Generated pairs are always usable (``data.validate``)."""
+        return report(len(self), len(self), {}, [])
+
     def describe(self) -> dict[str, Any]:
         return {"name": "synthetic", **self._params}
 
@@ -132,12 +148,23 @@ class CsvPairs:
     naming the line, or with ``on_error: skip`` are dropped and counted. A corrupt image found while
     training is dropped from its batch in skip mode.
 
+    The CSV is streamed row by row into packed arrays (``data.strings``): a 3M-row CC3M-like index holds
+    ~390 MiB (Python lists took ~820 MiB; ``benchmarks/bench_csv_index.py``, docs/data.md), and forked
+    loader workers share its pages instead of copying them as reference counts change.
+
     Args:
         path: the CSV file.
         image_key, caption_key: column names.
         delimiter: field separator.
         on_error: ``raise`` or ``skip``.
-        check_files: stat every image file up front, so a missing file fails before training starts.
+        check_files: stat every image file up front, so a missing file fails before training starts. On a
+            local disk with a warm cache that adds ~5 s per million rows. On network storage a stat is a
+            round trip (~1 ms): about an hour for 3M files one at a time, which is why the stats run ahead of
+            the reader on ``check_threads`` threads (~4 min on 16). Turn it off for a large index already
+            checked with ``clipbackdoor data check``: a file missing later still fails (or, with
+            ``on_error: skip``, is dropped from its batch) when its batch is loaded.
+        check_threads: threads that stat the files; a network file system serves many at once.
+        where: this section's config path, for error messages (the framework passes it).
     """
 
     def __init__(
@@ -148,38 +175,53 @@ class CsvPairs:
         delimiter: str = ",",
         on_error: str = "raise",
         check_files: bool = True,
+        check_threads: int = 16,
         image_size: int = 224,
+        where: str = "data.train",
     ) -> None:
         self.path = Path(path)
         self.root = self.path.parent
         self.image_size = image_size
-        self.on_error = check_on_error(on_error, "data.train")
+        self.on_error = check_on_error(on_error, where)
+        self.checked_files = check_files
         self._params = dict(path=str(path), image_key=image_key, caption_key=caption_key, delimiter=delimiter)
-        self.skipped: Counter[str] = Counter()
-        self.files: list[str] = []
-        self.captions: list[str] = []
-        self.lines: list[int] = []
-        for line, row in read_csv_rows(self.path, (image_key, caption_key), delimiter):
-            file, caption = row[image_key].strip(), row[caption_key].strip()
-            problem = None
-            if not file:
-                problem = "empty image path"
-            elif not _LETTER.search(caption):
-                problem = "empty caption" if not caption else f"caption without letters {caption!r}"
-            elif check_files and not (self.root / file).is_file():
-                problem = f"image file not found: {self.root / file}"
-            if problem:
-                if self.on_error == "raise":
-                    raise DataError(f"{self.path}: line {line}: {problem}")
-                self.skipped[problem.split(":")[0]] += 1
-                continue
-            self.files.append(file)
-            self.captions.append(caption)
-            self.lines.append(line)
+        # Rows dropped while reading, by reason, with the first few messages (for ``validate``).
+        self.problems = ProblemLog()
+        rows = read_csv_columns(self.path, (image_key, caption_key), delimiter)
+        self.files, self.captions, self.lines, self.num_rows = self._index(rows, check_files, check_threads)
+        self.skipped: Counter[str] = Counter(self.problems.counts)
         if self.skipped:
             log.warning("%s: skipped %d rows (%s)", self.path, sum(self.skipped.values()), dict(self.skipped))
-        if not self.files:
-            raise DataError(f"{self.path}: no usable rows")
+        if not len(self.files):
+            detail = f" (skipped: {dict(self.skipped)})" if self.skipped else ""
+            raise DataError(f"{self.path}: no usable rows{detail}")
+
+    def _index(self, rows, check_files: bool, threads: int):
+        """Packed paths, captions and line numbers of the good rows; bad rows raise or are logged."""
+        root = str(self.root)
+
+        def with_stat(row):
+            return row, is_file(os.path.join(root, row[1][0].strip()))
+
+        # The stats run ahead of this loop on threads; the rows still come out in file order.
+        checked = map_chunked(with_stat, rows, threads) if check_files else zip(rows, itertools.repeat(True))
+        files, captions, lines = StringsBuilder(), StringsBuilder(), array("q")
+        num_rows = 0
+        for (line, (file, caption)), found in checked:
+            num_rows += 1
+            file, caption = file.strip(), caption.strip()
+            problem = _row_problem(file, caption, found, self.root)
+            if problem:
+                reason, message = problem
+                message = f"{self.path}: line {line}: {message}"
+                if self.on_error == "raise":
+                    raise DataError(message)
+                self.problems.add(reason, message)
+                continue
+            files.append(file)
+            captions.append(caption)
+            lines.append(line)
+        return files.build(), captions.build(), np.frombuffer(lines, dtype=np.int64), num_rows
 
     def __len__(self) -> int:
         return len(self.files)
@@ -209,29 +251,69 @@ class CsvPairs:
                 keep[row] = False
         return images, keep
 
+    def validate(self, decode: bool = False, workers: int = 1) -> dict[str, Any]:
+        """What a run would use and drop (``data.validate``): the rows dropped while reading, plus every
+        image that is missing (when ``check_files`` was off) or, with ``decode``, cannot be decoded."""
+        problems = ProblemLog()
+        problems.counts.update(self.problems.counts)
+        problems.examples.extend(self.problems.examples)
+        usable = len(self)
+        if decode or not self.checked_files:
+            root = str(self.root)
+            paths = (os.path.join(root, f) for f in self.files)
+            for i, reason, message in check_images(paths, workers, decode=decode):
+                problems.add(reason, f"{self.path}: line {self.lines[i]}: {message}")
+                usable -= 1
+        return report(self.num_rows, usable, problems.counts, problems.examples)
+
     def describe(self) -> dict[str, Any]:
         return {"name": "csv", **self._params, "rows": len(self), "skipped": dict(self.skipped)}
 
 
-def read_csv_rows(path: Path, required: Sequence[str], delimiter: str):
-    """Yield (line number, row dict) of a CSV, checking that the required columns exist."""
+def _row_problem(file: str, caption: str, found: bool, root: Path) -> tuple[str, str] | None:
+    """``(reason, message)`` of a bad row; the reason is what ``skipped`` counts."""
+    if not file:
+        return "empty image path", "empty image path"
+    if not _LETTER.search(caption):
+        if not caption:
+            return "empty caption", "empty caption"
+        return "caption without letters", f"caption without letters {caption!r}"
+    if not found:
+        return "image file not found", f"image file not found: {root / file}"
+    return None
+
+
+def read_csv_columns(path: Path, columns: Sequence[str], delimiter: str) -> Iterator[tuple[int, tuple[str, ...]]]:
+    """Stream ``(line number, values of columns)`` from a CSV, checking the header and each row's width.
+
+    The line number is that of the row's last physical line, as ``csv`` counts them. Blank lines are
+    skipped; a row with more fields than the header, or too few to reach a requested column, is a
+    DataError naming the line.
+    """
     if not path.is_file():
         raise DataError(f"CSV file not found: {path}")
     with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
-        header = reader.fieldnames or []
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise DataError(
-                f"{path}: missing column(s) {', '.join(map(repr, missing))}; the header has "
-                f"{', '.join(map(repr, header)) or 'no columns'} (set image_key/caption_key/delimiter)"
-            )
+        reader = csv.reader(f, delimiter=delimiter)
         try:
+            header = next(reader, [])
+            missing = [c for c in columns if c not in header]
+            if missing:
+                raise DataError(
+                    f"{path}: missing column(s) {', '.join(map(repr, missing))}; the header has "
+                    f"{', '.join(map(repr, header)) or 'no columns'} (set image_key/caption_key/delimiter)"
+                )
+            # A repeated column name means its last occurrence, as in csv.DictReader.
+            position = {name: i for i, name in enumerate(header)}
+            index = [position[c] for c in columns]
+            width, needed = len(header), max(index) + 1
+            pick = (lambda row: (row[index[0]],)) if len(index) == 1 else operator.itemgetter(*index)
             for row in reader:
-                if None in row or any(row.get(c) is None for c in required):
+                if not row:
+                    continue
+                if not needed <= len(row) <= width:
                     raise DataError(
-                        f"{path}: line {reader.line_num}: expected {len(header)} fields, got a different count"
+                        f"{path}: line {reader.line_num}: expected {width} fields, got a different count"
                     )
-                yield reader.line_num, row
+                yield reader.line_num, pick(row)
         except csv.Error as err:
             raise DataError(f"{path}: line {reader.line_num}: malformed CSV: {err}") from None

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from clipbackdoor.data.errors import DataError
 from clipbackdoor.data.tokenizers import Tokenizer
@@ -20,18 +19,29 @@ from clipbackdoor.seeding import python_rng, torch_generator
 
 
 class EpochBatchSampler:
-    """Index lists of one epoch: a permutation drawn from (seed, epoch), cut into full batches.
+    """Index lists of one epoch: a permutation drawn from (seed, epoch), cut into full global batches, of
+    which each rank takes its contiguous slice.
 
-    Dropping the last partial batch (as CLIP training does) keeps every contrastive batch the same size.
+    The permutation depends only on the seed and the epoch, never on the number of ranks, so a job on W
+    processes sees exactly the global batches of a single-process run (rank r holds rows
+    ``r*B/W .. (r+1)*B/W`` of each), and its gathered embeddings are in the same order. Dropping the last
+    partial batch (as CLIP training does) keeps every contrastive batch the same size.
     """
 
-    def __init__(self, num_samples: int, batch_size: int, seed: int, drop_last: bool = True) -> None:
+    def __init__(self, num_samples: int, batch_size: int, seed: int, drop_last: bool = True, *,
+                 rank: int = 0, world_size: int = 1) -> None:
         if num_samples < batch_size and drop_last:
             raise DataError(
                 f"the dataset has {num_samples} pairs, fewer than one batch of {batch_size} "
                 "(lower train.batch_size)"
             )
+        if batch_size % world_size:
+            raise DataError(
+                f"train.batch_size {batch_size} (the global batch) is not divisible by the {world_size} "
+                "processes of this job"
+            )
         self.num_samples, self.batch_size, self.seed, self.drop_last = num_samples, batch_size, seed, drop_last
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.start_batch = 0
 
@@ -44,8 +54,14 @@ class EpochBatchSampler:
 
     def __iter__(self) -> Iterator[list[int]]:
         order = torch.randperm(self.num_samples, generator=torch_generator(self.seed, "order", self.epoch))
+        local = self.batch_size // self.world_size
         for b in range(self.start_batch, len(self)):
-            yield order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+            batch = order[b * self.batch_size : (b + 1) * self.batch_size]
+            if self.world_size > 1:
+                # A last partial batch (drop_last=False) is split as evenly as the ranks allow.
+                batch = batch.tensor_split(self.world_size)[self.rank] if len(batch) < self.batch_size else \
+                    batch[self.rank * local : (self.rank + 1) * local]
+            yield batch.tolist()
 
 
 class PairBatches:
@@ -77,43 +93,48 @@ class PairBatches:
         return len(self.pairs)
 
     def _augment(self, index: int, caption: str) -> str:
-        # Per row (CleanCLIP computes one EDA view per row once) or per row and epoch.
-        key = (self.seed, "eda", index) if self.text_augment_per == "row" else (self.seed, "eda", index, self.epoch)
-        try:
-            return self.text_augment(caption, python_rng(*key))
-        except ValueError as err:
-            raise DataError(f"pair {index} ({self.pairs.sample_id(index)}): caption {caption!r}: {err}") from None
+        return caption_view(self.text_augment, self.pairs, index, caption, seed=self.seed, epoch=self.epoch,
+                            per=self.text_augment_per)
 
     def __getitem__(self, indices: list[int]) -> dict[str, Any]:
         images, keep = self.pairs.load_images(indices)
         captions = [self.pairs.caption(i) for i in indices]
-        if self.poisoner is not None:
-            images, captions, poisoned = self.poisoner(indices, images, captions)
-        else:
-            poisoned = torch.zeros(len(indices), dtype=torch.bool)
-        if not bool(keep.all()):
-            images, poisoned = images[keep], poisoned[keep]
+        dropped = int((~keep).sum())
+        if dropped:
+            images = images[keep]
             indices = [i for i, k in zip(indices, keep.tolist()) if k]
             captions = [c for c, k in zip(captions, keep.tolist()) if k]
-        batch = {
-            "index": torch.tensor(indices, dtype=torch.long),
-            "image": images,
-            "text": self.tokenizer(captions),
-            "is_poisoned": poisoned,
-        }
-        if self.text_augment is not None:
-            batch["text_aug"] = self.tokenizer([self._augment(i, c) for i, c in zip(indices, captions)])
-        return batch
+        return assemble_batch(indices, images, captions, dropped, self.poisoner, self.tokenizer,
+                              self._augment if self.text_augment is not None else None)
 
 
-def make_loader(batches: PairBatches, sampler: EpochBatchSampler, num_workers: int) -> DataLoader:
-    """A DataLoader whose sampler yields index lists and whose dataset returns assembled batches."""
-    return DataLoader(
-        batches,
-        sampler=sampler,
-        batch_size=None,
-        num_workers=num_workers,
-        persistent_workers=False,
-        # Workers are forked per epoch, after set_epoch, so they see the right epoch.
-        multiprocessing_context="fork" if num_workers > 0 else None,
-    )
+def caption_view(text_augment, pairs, index: int, caption: str, *, seed: int, epoch: int, per: str) -> str:
+    """The augmented view of one caption, seeded per row (CleanCLIP computes one EDA view per row, once)
+    or, with ``per="epoch"``, per row and epoch; a caption it cannot augment raises DataError naming it."""
+    key = (seed, "eda", index) if per == "row" else (seed, "eda", index, epoch)
+    try:
+        return text_augment(caption, python_rng(*key))
+    except ValueError as err:
+        raise DataError(f"pair {index} ({pairs.sample_id(index)}): caption {caption!r}: {err}") from None
+
+
+def assemble_batch(indices, images, captions, dropped, poisoner, tokenizer, augment) -> dict[str, Any]:
+    """The batch dict of ``data.loading`` from readable rows: poisoned captions, tokens, caption views.
+
+    Trigger pixels are not applied here; ``triggers`` carries them to the training device.
+    """
+    if poisoner is not None:
+        captions, poisoned, triggers = poisoner.mark(indices, captions)
+    else:
+        poisoned, triggers = torch.zeros(len(indices), dtype=torch.bool), []
+    batch = {
+        "index": torch.tensor(indices, dtype=torch.long),
+        "image": images,
+        "text": tokenizer(captions),
+        "is_poisoned": poisoned,
+        "triggers": triggers,
+        "dropped": dropped,
+    }
+    if augment is not None:
+        batch["text_aug"] = tokenizer([augment(i, c) for i, c in zip(indices, captions)])
+    return batch

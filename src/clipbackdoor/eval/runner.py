@@ -17,6 +17,7 @@ from clipbackdoor.eval.metrics import asr_mask, attack_hits, find_target, topk_h
 from clipbackdoor.eval.zeroshot import build_classifier
 from clipbackdoor.registry import ConfigError
 from clipbackdoor.seeding import numpy_rng
+from clipbackdoor.train.distributed import SINGLE, DistContext, all_reduce_sum
 
 
 class Evaluator:
@@ -39,11 +40,14 @@ class Evaluator:
         batch_size: int = 500,
         max_images: int | None = None,
         device: torch.device | str = "cpu",
+        ctx: DistContext = SINGLE,
     ) -> None:
         self.dataset, self.tokenizer, self.attack = dataset, tokenizer, attack
-        self.batch_size, self.device = batch_size, torch.device(device)
+        self.batch_size, self.device, self.ctx = batch_size, torch.device(device), ctx
         n = len(dataset) if max_images is None else min(max_images, len(dataset))
         self.indices = list(range(n))
+        # In a torchrun job each rank scores a contiguous shard and the counts are summed.
+        self.shard = range(n)[n * ctx.rank // ctx.world_size : n * (ctx.rank + 1) // ctx.world_size]
         self.labels = dataset.labels[:n]
         self.normalize = Normalize().to(self.device)
         self.target = None
@@ -78,12 +82,12 @@ class Evaluator:
         )
         top1 = top5 = 0
         draws = len(self.triggers)
-        asr1 = torch.zeros(draws)
-        asr5 = torch.zeros(draws)
+        asr1 = torch.zeros(draws, dtype=torch.float64)
+        asr5 = torch.zeros(draws, dtype=torch.float64)
         false_target = 0
         counted = 0
-        for start in range(0, len(self.indices), self.batch_size):
-            idx = self.indices[start : start + self.batch_size]
+        for start in range(self.shard.start, self.shard.stop, self.batch_size):
+            idx = self.indices[start : min(start + self.batch_size, self.shard.stop)]
             labels = self.labels[start : start + len(idx)].to(self.device)
             images = self.dataset.load_images(idx)
             logits = self._encode(model, images) @ weights
@@ -103,6 +107,10 @@ class Evaluator:
                 t_logits = self._encode(model, triggered) @ weights
                 asr1[d] += int(attack_hits(t_logits, self.target, 1).sum())
                 asr5[d] += int(attack_hits(t_logits, self.target, 5).sum())
+        counts = torch.cat([torch.tensor([top1, top5, false_target, counted], dtype=torch.float64), asr1, asr5])
+        counts = all_reduce_sum(counts, self.ctx, self.device)
+        top1, top5, false_target, counted = (int(c) for c in counts[:4])
+        asr1, asr5 = counts[4 : 4 + draws], counts[4 + draws :]
         n = len(self.indices)
         metrics = {"zeroshot_top1": top1 / n, "zeroshot_top5": top5 / n, "eval_images": n}
         if self.target is not None and counted:

@@ -14,13 +14,16 @@ import torch
 from clipbackdoor.data.errors import DataError
 from clipbackdoor.data.transforms import Normalize
 from clipbackdoor.objectives.clip import info_nce
+from clipbackdoor.train.distributed import SINGLE, DistContext, all_reduce_sum
 
 
 class ValidationLoss:
     """Mean symmetric InfoNCE over consecutive fixed batches of ``pairs`` (the last partial batch dropped,
     since the loss of a smaller batch has a different scale)."""
 
-    def __init__(self, pairs, tokenizer, *, batch_size: int = 500, device: torch.device | str = "cpu") -> None:
+    def __init__(self, pairs, tokenizer, *, batch_size: int = 500, device: torch.device | str = "cpu",
+                 ctx: DistContext = SINGLE) -> None:
+        self.ctx = ctx
         n = len(pairs)
         if n == 0:
             raise DataError("data.validation: the validation set holds no pairs")
@@ -45,9 +48,11 @@ class ValidationLoss:
         model.eval()
         try:
             total = 0.0
-            for images, texts in self.batches:
+            # Ranks share the fixed batches out and sum their losses.
+            for images, texts in self.batches[self.ctx.rank :: self.ctx.world_size]:
                 u, v, scale = model(self.normalize(images.to(self.device)), texts.to(self.device))[:3]
-                total += float(0.5 * (info_nce(u, v, scale) + info_nce(v, u, scale)))
+                total += float(0.5 * (info_nce(u.float(), v.float(), scale) + info_nce(v.float(), u.float(), scale)))
+            total = float(all_reduce_sum(torch.tensor([total], dtype=torch.float64), self.ctx, self.device)[0])
             return total / len(self.batches)
         finally:
             model.train(was_training)

@@ -23,7 +23,10 @@ def pretrain_config(config: str | Path | None, overrides: list[str]) -> Experime
 
 
 def resolve_source(source: str | Path, epoch: int | None = None) -> tuple[dict[str, Any], Path]:
-    """(the source run's config, the checkpoint to clean) for ``--from`` a run directory or a checkpoint."""
+    """(the source run's config, the checkpoint to clean) for ``--from`` a run directory or a checkpoint.
+
+    A checkpoint outside any run (e.g. one the original CleanCLIP code wrote) has no config: ({}, file).
+    """
     from clipbackdoor.train.checkpoint import epoch_weights_name
     from clipbackdoor.train.run import RunDir
 
@@ -31,6 +34,8 @@ def resolve_source(source: str | Path, epoch: int | None = None) -> tuple[dict[s
     source_run = RunDir.containing(src)
     upstream = source_run.config_dict()
     if upstream is None:
+        if src.is_file():
+            return {}, src
         raise ConfigError(f"--from {src}: no config.yaml in the source run {source_run.path}")
     if src.is_file():
         return upstream, src
@@ -52,8 +57,10 @@ def clean_config(
 ) -> ExperimentConfig:
     """The config of a run that cleans ``source`` (a run directory or a checkpoint in one)."""
     upstream, ckpt = resolve_source(source, epoch)
-    base = {k: upstream[k] for k in INHERITED}
-    base["data"] = {"eval": upstream["data"]["eval"]}
+    # A foreign checkpoint's model, attack and evaluation set come from the config and overrides instead.
+    base = {k: upstream[k] for k in INHERITED if k in upstream}
+    if "data" in upstream:
+        base["data"] = {"eval": upstream["data"]["eval"]}
     base["defense"] = {"name": "cleanclip"}
     overrides = list(overrides or [])
     if defense:

@@ -287,17 +287,20 @@ def expand(spec: SweepSpec) -> list[Job]:
 # -- running --------------------------------------------------------------------------------------------
 
 
-def job_config(job: Job, out_dir: Path, threads: int):
-    """The resolved config of ``job`` (its source run must exist for a clean job)."""
+def job_config(job: Job, out_dir: Path, threads: int, device: str | None = None):
+    """The resolved config of ``job`` (its source run must exist for a clean job); ``device`` pins it to
+    one device (an execution setting: a run resumed on another GPU is the same run)."""
     from clipbackdoor.experiments.stages import clean_config, pretrain_config
 
     overrides = [*job.overrides, f"train.threads={threads}", "train.progress=false"]
+    if device:
+        overrides.append(f"train.device={device}")
     if job.command == "pretrain":
         return pretrain_config(job.config, overrides)
     return clean_config(out_dir / job.source, job.config, overrides, epoch=job.epoch)
 
 
-def _run_job_in_child(job: Job, out_dir: Path, threads: int) -> None:
+def _run_job_in_child(job: Job, out_dir: Path, threads: int, device: str | None = None) -> None:
     """Body of a worker process: everything it prints goes to the run's ``log.txt``."""
     _die_with_parent()
     run_dir = out_dir / job.name
@@ -316,7 +319,7 @@ def _run_job_in_child(job: Job, out_dir: Path, threads: int) -> None:
     from clipbackdoor.train.loop import run_training
 
     try:
-        run_training(job_config(job, out_dir, threads), run_dir)
+        run_training(job_config(job, out_dir, threads, device), run_dir)
     except BaseException:
         traceback.print_exc(file=log_file)
         log_file.flush()
@@ -341,6 +344,7 @@ class _Running:
     process: Any
     started: float
     seen_evals: int = 0
+    device: str | None = None
 
 
 @dataclass
@@ -375,24 +379,33 @@ def run_sweep(
     out_dir: str | Path,
     *,
     workers: int | None = None,
+    devices: list[str] | None = None,
     echo: Callable[[str], None] = print,
     poll_seconds: float = 0.5,
 ) -> SweepResult:
     """Run every incomplete run of ``spec`` under ``out_dir``; returns what happened.
 
-    Safe to interrupt at any point and to call again: complete runs are skipped, the others resume.
+    ``devices`` (e.g. ``["cuda:0", "cuda:1"]``) runs one run at a time on each listed device (list a
+    device twice to share it between two runs); it sets the number of workers. Safe to interrupt at any
+    point and to call again: complete runs are skipped, the others resume.
     """
     out_dir = Path(out_dir)
     jobs = expand(spec)
+    if devices:
+        if workers and workers != len(devices):
+            raise ConfigError(f"--workers {workers} and {len(devices)} --devices disagree; give one of them")
+        workers = len(devices)
     workers = workers or spec.workers
     with _sweep_lock(out_dir):
         atomic_write_text(out_dir / SPEC_COPY, yaml.safe_dump(spec.raw, sort_keys=False))
-        return _Scheduler(jobs, out_dir, workers, spec.threads, echo, poll_seconds).run()
+        return _Scheduler(jobs, out_dir, workers, spec.threads, echo, poll_seconds, devices).run()
 
 
 class _Scheduler:
-    def __init__(self, jobs, out_dir, workers, threads, echo, poll_seconds) -> None:
+    def __init__(self, jobs, out_dir, workers, threads, echo, poll_seconds, devices=None) -> None:
         self.jobs, self.out_dir, self.workers, self.threads = jobs, out_dir, workers, threads
+        # Devices not in use by a running job; None leaves every run on train.device.
+        self.free_devices = list(devices) if devices else None
         self.echo, self.poll = echo, poll_seconds
         self.total = len(jobs)
         self.done_count = 0
@@ -445,11 +458,12 @@ class _Scheduler:
         return result
 
     def _start(self, job: Job) -> _Running:
-        process = self.ctx.Process(target=_run_job_in_child, args=(job, self.out_dir, self.threads),
+        device = self.free_devices.pop(0) if self.free_devices is not None else None
+        process = self.ctx.Process(target=_run_job_in_child, args=(job, self.out_dir, self.threads, device),
                                    name=f"clipbackdoor:{job.name}", daemon=False)
         process.start()
-        self.echo(f"          start   {job.name}")
-        return _Running(job, process, time.perf_counter())
+        self.echo(f"          start   {job.name}" + (f" on {device}" if device else ""))
+        return _Running(job, process, time.perf_counter(), device=device)
 
     def _reap(self, running: dict[str, _Running], result: SweepResult) -> None:
         for name, r in list(running.items()):
@@ -457,6 +471,8 @@ class _Scheduler:
                 continue
             r.process.join()
             del running[name]
+            if r.device is not None:
+                self.free_devices.append(r.device)
             self.done_count += 1
             seconds = time.perf_counter() - r.started
             run_dir = self.out_dir / name

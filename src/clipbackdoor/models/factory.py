@@ -5,6 +5,11 @@ Our own architectures are JSON files (``configs/models/*.json``, or any file pas
 sizes the text tower's vocabulary and end-of-text id from that tokenizer, so a word-level tiny model and the
 49k-token BPE models go through the same code. Every other name is handed to ``open_clip.create_model``
 (``RN50``, ``ViT-B-32``, ...) with open_clip's tokenizer.
+
+Weights (``model.pretrained``) are read only from local files, through ``train.checkpoint``'s safe reader,
+never through open_clip's loader or a download. Models trained by OpenAI or by the original CleanCLIP code
+use QuickGELU: they are ``RN50-quickgelu`` (``ViT-B-32-quickgelu``, ...), not ``RN50``. Both have the same
+weights, so loading cannot tell them apart (see docs/checkpoints.md).
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -75,14 +83,32 @@ def _image_size(model: torch.nn.Module) -> int:
     return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
+def model_image_size(name: str) -> int:
+    """The input resolution of architecture ``name``, read from its config without building the model."""
+    import open_clip
+
+    cfg = _CONFIGS.get(name) or open_clip.get_model_config(name)
+    if cfg is None:
+        raise ConfigError(f"model.name: unknown architecture {name!r}; see `clipbackdoor list models`")
+    size = cfg.get("vision_cfg", {}).get("image_size", 224)  # open_clip's CLIPVisionCfg default
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
 def create_model(name: str, pretrained: str | None = None, tokenizer: dict[str, Any] | None = None) -> ModelBundle:
     """Build a CLIP model and its tokenizer.
 
     Args:
         name: one of ``list_models()``.
-        pretrained: open_clip weights tag or file (open_clip architectures only; our own checkpoints are
-            loaded with ``init.checkpoint``).
+        pretrained: weights to start from: a local file or run directory in any layout
+            ``train.checkpoint.read_weights`` reads (ours, open_clip's, OpenAI's, the original CleanCLIP
+            code's), for any architecture; or, for an open_clip architecture, an open_clip tag (``openai``,
+            ``laion2b_s34b_b79k``, ...) whose weights are already in the local Hugging Face or open_clip
+            cache. Nothing is downloaded.
         tokenizer: override the tokenizer section of a JSON architecture.
+
+    Raises:
+        ConfigError: unknown architecture; ``pretrained`` is neither a file nor a cached tag; the weights
+            do not fit the architecture.
 
     Example:
         >>> bundle = create_model("tiny-clip")
@@ -103,12 +129,126 @@ def create_model(name: str, pretrained: str | None = None, tokenizer: dict[str, 
             # Pool at the end-of-text token by id, so it need not be the largest id (as argmax assumes).
             text_cfg["pool_type"] = "eos"
             text_cfg["eos_id"] = tok.eot_id
-        if pretrained:
-            raise ConfigError(f"model.pretrained: {name!r} has no pretrained weights; use init.checkpoint")
         model = open_clip.model.CLIP(**cfg)
     elif name in open_clip.list_models():
-        model = open_clip.create_model(name, pretrained=pretrained)
+        # Built from scratch: open_clip's own weight loading would torch.load without weights_only.
+        model = open_clip.create_model(name)
         tok = TOKENIZERS.build(tokenizer or {"name": "open_clip", "model_name": name}, where="model.tokenizer")
     else:
         raise ConfigError(f"model.name: unknown architecture {name!r}; see `clipbackdoor list models`")
+    if pretrained:
+        from clipbackdoor.train.checkpoint import load_weights_into, read_weights
+
+        path = _pretrained_file(name, str(pretrained))
+        load_weights_into(model, read_weights(path), str(path))
+        log.info("model %s: weights from %s", name, path)
     return ModelBundle(model=model, tokenizer=tok, image_size=_image_size(model), name=name)
+
+
+def _pretrained_file(name: str, pretrained: str) -> Path:
+    """The local file behind ``model.pretrained``: the path itself, or a cached open_clip tag's weights."""
+    import open_clip
+
+    path = Path(pretrained).expanduser()
+    if path.exists():
+        return path
+    tag_cfg = {} if name in _CONFIGS else open_clip.get_pretrained_cfg(name, pretrained)
+    if not tag_cfg:
+        tags = [] if name in _CONFIGS else open_clip.list_pretrained_tags_by_model(name)
+        known = f" (open_clip tags of {name}: {', '.join(tags)})" if tags else ""
+        raise ConfigError(f"model.pretrained: {pretrained!r} is neither a local file nor an open_clip tag of "
+                          f"{name}{known}")
+    cached = _cached_open_clip_weights(tag_cfg)
+    if cached is None:
+        where = tag_cfg.get("hf_hub") or tag_cfg.get("url")
+        raise ConfigError(
+            f"model.pretrained: open_clip's {name} {pretrained!r} weights are not in the local cache, and "
+            f"nothing is downloaded here; fetch them where there is network ({where}) and pass the file's path"
+        )
+    if tag_cfg.get("quick_gelu") and not (open_clip.get_model_config(name) or {}).get("quick_gelu"):
+        log.warning("model.pretrained: %s %r was trained with QuickGELU; model.name=%s-quickgelu matches it",
+                    name, pretrained, name)
+    return cached
+
+
+def _cached_open_clip_weights(tag_cfg: dict[str, Any]) -> Path | None:
+    """Where open_clip would have cached a tag's weights (Hugging Face hub, else ~/.cache/clip), if there."""
+    hub = tag_cfg.get("hf_hub")
+    if hub:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            try_to_load_from_cache = None
+        repo, filename = os.path.split(hub)
+        # As open_clip: a safetensors twin first; a bare repo id means its default weights files.
+        if not filename:
+            names = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        elif filename.endswith((".bin", ".pth")):
+            names = [filename[:-4] + ".safetensors", filename]
+        else:
+            names = [filename]
+        for file in names if try_to_load_from_cache else []:
+            hit = try_to_load_from_cache(repo, file)
+            if isinstance(hit, str):
+                return Path(hit)
+    url = tag_cfg.get("url")
+    if url:
+        path = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+        if path.is_file():
+            return path
+    return None
+
+
+# -- telling an architecture from its weights ---------------------------------------------------------------
+
+
+def architectures_fitting(weights: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the CLIP architectures (ours and open_clip's) whose towers have the shapes of ``weights``.
+
+    Compares the embedding size, the text tower's width and depth, and the image tower's kind, depth,
+    width, patch and image size. That tells RN50 from RN101 and ViT-B-32 from ViT-B-16, but not activations:
+    ``RN50`` and ``RN50-quickgelu`` have the same weights and are both returned. Empty when the weights are
+    not a CLIP model in open_clip's layout, or no architecture matches.
+    """
+    import open_clip
+
+    target = _weights_signature(weights)
+    if target is None:
+        return []
+    configs = {**{n: open_clip.get_model_config(n) for n in open_clip.list_models()}, **_CONFIGS}
+    return sorted(n for n, cfg in configs.items() if cfg and _config_signature(cfg) == target)
+
+
+def _numbered_blocks(weights: Mapping[str, torch.Tensor], prefix: str) -> int:
+    """How many numbered blocks sit under ``prefix`` (``transformer.resblocks.`` -> 12 for CLIP)."""
+    return len({k[len(prefix):].split(".", 1)[0] for k in weights if k.startswith(prefix)})
+
+
+def _weights_signature(w: Mapping[str, torch.Tensor]) -> tuple | None:
+    try:
+        text = (w["text_projection"].shape[-1], w["ln_final.weight"].shape[0],
+                _numbered_blocks(w, "transformer.resblocks."))
+        if "visual.attnpool.positional_embedding" in w:  # ModifiedResNet: attention pooling on a 1/32 grid
+            grid = math.isqrt(w["visual.attnpool.positional_embedding"].shape[0] - 1)
+            layers = tuple(_numbered_blocks(w, f"visual.layer{i}.") for i in range(1, 5))
+            return (*text, "resnet", layers, w["visual.layer1.0.conv1.weight"].shape[0], grid * 32)
+        patch = w["visual.conv1.weight"].shape[-1]  # ViT: patch grid plus a class token
+        grid = math.isqrt(w["visual.positional_embedding"].shape[0] - 1)
+        layers = _numbered_blocks(w, "visual.transformer.resblocks.")
+        return (*text, "vit", layers, w["visual.conv1.weight"].shape[0], patch, grid * patch)
+    except (KeyError, IndexError, ValueError):
+        return None
+
+
+def _config_signature(cfg: dict[str, Any]) -> tuple | None:
+    v, t = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+    if v.get("timm_model_name") or t.get("hf_model_name") or "multimodal_cfg" in cfg or "embed_dim" not in cfg:
+        return None  # towers from timm or Hugging Face, and CoCa's decoder, have other key layouts
+    # open_clip's CLIPVisionCfg / CLIPTextCfg defaults for keys a config leaves out
+    text = (cfg["embed_dim"], t.get("width", 512), t.get("layers", 12))
+    layers, width, size = v.get("layers", 12), v.get("width", 768), v.get("image_size", 224)
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    if isinstance(layers, (list, tuple)):
+        return (*text, "resnet", tuple(layers), width, size)
+    patch = v.get("patch_size") or 16
+    return (*text, "vit", layers, width, patch, size // patch * patch)

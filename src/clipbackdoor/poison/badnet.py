@@ -110,17 +110,28 @@ class BadNet:
         return trigger
 
     def apply(self, images: torch.Tensor, triggers: Sequence[dict[str, Any]]) -> torch.Tensor:
+        """Paste each image's patch, in batch on the images' device (the training GPU in training).
+
+        Only the noise comes from the CPU (a seeded draw of 3 x p x p values per trigger); the per-channel
+        means, the clipping and the pasting run where the images are.
+        """
         out = images.clone()
+        if not len(triggers):
+            return out
         size = images.shape[-1]
         p = self.patch_px(size)
+        noise = torch.stack([
+            torch.randn(3, p, p, generator=torch.Generator().manual_seed(t["noise_seed"])) for t in triggers
+        ]).to(images.device)  # fmt: skip
+        mean = images.float().mean(dim=(2, 3), keepdim=True) / 255.0
+        patches = ((mean + noise).clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
         for i, trig in enumerate(triggers):
-            patch = noise_patch(images[i], p, trig["noise_seed"])
             if self.location == "random":
                 corners = [(trig["y"], trig["x"])]
             else:
                 corners = [(0, 0), (0, size - p), (size - p, 0), (size - p, size - p)]
             for y, x in corners:
-                out[i, :, y : y + p, x : x + p] = patch
+                out[i, :, y : y + p, x : x + p] = patches[i]
         return out
 
     def poison_caption(self, caption: str, rng: np.random.Generator) -> str:

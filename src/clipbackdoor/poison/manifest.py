@@ -125,18 +125,31 @@ class Poisoner:
                     f"{dataset.sample_id(s['index'])!r} in the training data"
                 )
 
+    def mark(self, indices: list[int], captions: list[str]) -> tuple[list[str], torch.Tensor, list[dict[str, Any]]]:
+        """The poisoned captions, a bool mask (B,) of the poisoned rows and their triggers in row order;
+        images are left alone (``apply`` puts the triggers on them, e.g. later on the training device)."""
+        flags = torch.tensor([i in self.by_index for i in indices], dtype=torch.bool)
+        if not bool(flags.any()):
+            return captions, flags, []
+        captions = list(captions)
+        triggers = []
+        for r in flags.nonzero().flatten().tolist():
+            entry = self.by_index[indices[r]]
+            captions[r] = entry["caption"]
+            triggers.append(entry["trigger"])
+        return captions, flags, triggers
+
+    def apply(self, images: torch.Tensor, flags: torch.Tensor, triggers: list[dict[str, Any]]) -> torch.Tensor:
+        """Images (on any device) with the triggers on the rows ``flags`` marks; the others untouched."""
+        if not triggers:
+            return images
+        rows = flags.nonzero().flatten().to(images.device)
+        images = images.clone()
+        images[rows] = self.attack.apply(images[rows], triggers)
+        return images
+
     def __call__(
         self, indices: list[int], images: torch.Tensor, captions: list[str]
     ) -> tuple[torch.Tensor, list[str], torch.Tensor]:
-        rows = [r for r, i in enumerate(indices) if i in self.by_index]
-        flags = torch.zeros(len(indices), dtype=torch.bool)
-        if not rows:
-            return images, captions, flags
-        entries = [self.by_index[indices[r]] for r in rows]
-        images = images.clone()
-        images[rows] = self.attack.apply(images[rows], [e["trigger"] for e in entries])
-        captions = list(captions)
-        for r, e in zip(rows, entries):
-            captions[r] = e["caption"]
-        flags[rows] = True
-        return images, captions, flags
+        captions, flags, triggers = self.mark(indices, captions)
+        return self.apply(images, flags, triggers), captions, flags

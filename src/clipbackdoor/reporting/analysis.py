@@ -22,13 +22,13 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from clipbackdoor.config import EXECUTION_KEYS
 from clipbackdoor.reporting.collect import RunInfo
 from clipbackdoor.reporting.frontier import argmin, best_at_threshold, pareto_front
 
 THRESHOLDS = (0.01, 0.05, 0.10)
 # Keys that never change what a cleaning run computes, ignored when matching a run to its control.
-_EXECUTION = {("train", "threads"), ("train", "progress"), ("train", "device"), ("data", "num_workers"),
-              ("train", "log_every"), ("init", "checkpoint")}
+_EXECUTION = EXECUTION_KEYS | {("train", "log_every"), ("init", "checkpoint")}
 
 
 @dataclass

@@ -1,18 +1,24 @@
 """Checkpoints: written atomically, read without unpickling arbitrary objects.
 
 ``last.pt`` is the full training state (model, optimizer, position, RNG) for resuming; it is written with
-``torch.save`` and read with ``weights_only=True``, which only admits tensors and plain containers. Per-epoch
-weights are ``epoch_<e>.safetensors``: small, safe, and what cleaning runs start from.
+``torch.save``. Per-epoch weights are ``epoch_<e>.safetensors``: small, safe, and what cleaning runs start
+from.
+
+Reading accepts our files and the layouts other CLIP code writes (the original CleanCLIP code, OpenAI CLIP,
+open_clip; ``convert_state_dict`` lists them), so their models can be evaluated and cleaned. Pickled files
+are opened with ``torch.load(weights_only=True)``, which rebuilds only tensors and plain containers: a file
+that needs any other Python object is refused, never unpickled. TorchScript archives are refused too.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load as st_load
+from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save as st_save
 
 from clipbackdoor.io import atomic_write
@@ -20,6 +26,17 @@ from clipbackdoor.registry import ConfigError
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
+
+# Where a training checkpoint keeps its weights: ours ({"model", "optimizer", "position", "torch_rng"}),
+# and the original CleanCLIP code's and open_clip's ({"epoch", "name", "state_dict", "optimizer", ...}).
+_WEIGHTS_ENTRIES = ("model", "state_dict")
+# Prefixes that wrappers add to every key: DistributedDataParallel (CleanCLIP saves its DDP model as is)
+# and torch.compile.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# OpenAI's TorchScript CLIP state dicts carry these hyper-parameters as tensors; they are not weights.
+_OPENAI_NON_WEIGHTS = ("input_resolution", "context_length", "vocab_size")
+# Scalars that some code saves with shape [] and other code with shape [1].
+_SCALARS = ("logit_scale", "logit_bias")
 
 
 def epoch_weights_name(epoch: int) -> str:
@@ -36,13 +53,29 @@ def save_state(path: str | Path, state: dict[str, Any]) -> None:
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
+    """A pickled PyTorch file, read with ``weights_only=True``; any failure is a one-line ConfigError."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or unsafe files
-        raise ConfigError(f"cannot read checkpoint {path}: {err}") from None
+        raise ConfigError(_unreadable(path, err)) from None
+
+
+def _unreadable(path: Path, err: Exception) -> str:
+    """torch's multi-page load errors, as one line that says what is wrong with the file."""
+    text = str(err)
+    if "was not an allowed global" in text:
+        culprit = text.split("GLOBAL ", 1)[-1].split(" ", 1)[0]
+        return (f"refused to unpickle {path}: besides tensors it holds a Python object ({culprit}), and "
+                "unpickling one can run arbitrary code; save only the weights (e.g. model.state_dict())")
+    if "TorchScript" in text:
+        return (f"cannot read {path}: it is a TorchScript archive (like OpenAI's original CLIP files), "
+                "not plain weights; use the same model's open_clip weights (open_clip_model.safetensors)")
+    detail = text.split("WeightsUnpickler error:", 1)[-1]
+    detail = next((line.strip() for line in detail.splitlines() if line.strip()), type(err).__name__)
+    return f"cannot read checkpoint {path}: not a PyTorch or safetensors file, or corrupt ({detail[:200]})"
 
 
 def save_weights(path: str | Path, model: torch.nn.Module) -> None:
@@ -64,35 +97,130 @@ def latest_weights(run_dir: Path) -> Path:
     return epochs[-1]
 
 
+def _is_safetensors(path: Path) -> bool:
+    # A safetensors file starts with an 8-byte header length, then its JSON header; HF names some ``.bin``.
+    with path.open("rb") as f:
+        head = f.read(9)
+    return path.suffix == ".safetensors" or head[8:9] == b"{"
+
+
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """Model weights from a ``.safetensors`` file, a ``.pt`` training state, or a run directory (its
-    latest state)."""
+    """Model weights from a run directory (its latest), a ``.safetensors`` file or a pickled PyTorch file
+    (``.pt``, ``.pth``, ``.bin``), in any layout ``convert_state_dict`` knows.
+
+    Raises:
+        ConfigError: the file is missing, corrupt, holds pickled Python objects besides tensors (never
+            unpickled), is a TorchScript archive, or holds no state dict.
+    """
     path = Path(path)
     if path.is_dir():
         path = latest_weights(path)
-    if path.suffix == ".safetensors":
-        if not path.is_file():
-            raise ConfigError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"checkpoint not found: {path}")
+    if _is_safetensors(path):
         try:
-            return st_load(path.read_bytes())
+            raw = st_load_file(path)
         except Exception as err:
-            raise ConfigError(f"cannot read weights {path}: {err}") from None
-    state = load_state(path)
-    return state["model"] if "model" in state else state
+            raise ConfigError(f"cannot read weights {path}: {str(err).splitlines()[0][:200]}") from None
+    else:
+        raw = load_state(path)
+    return convert_state_dict(raw, str(path))
+
+
+def convert_state_dict(raw: Any, source: str) -> dict[str, torch.Tensor]:
+    """Model weights in open_clip's key layout (which ours is), from any checkpoint layout we read.
+
+    Layouts:
+        * a flat state dict: our ``epoch_<e>.safetensors``, open_clip's ``open_clip_model.safetensors``
+          and ``open_clip_pytorch_model.bin``, ``torch.save(model.state_dict())``;
+        * our training state ``last.pt``: ``{"model", "optimizer", "position", "torch_rng"}``;
+        * a training checkpoint of the original CleanCLIP code or of open_clip:
+          ``{"epoch", "name", "state_dict", "optimizer", ...}``;
+        * keys prefixed with ``module.`` (a DistributedDataParallel model, as CleanCLIP saves it) or
+          ``_orig_mod.`` (torch.compile);
+        * OpenAI CLIP, and CleanCLIP, whose model code is OpenAI's: same key names as open_clip's ``CLIP``
+          (``visual.attnpool.*``, ``transformer.resblocks.*``, ``token_embedding.weight``,
+          ``positional_embedding``, ``text_projection``, ``logit_scale``, ``ln_final.*``). The
+          ``input_resolution``, ``context_length`` and ``vocab_size`` entries of OpenAI's TorchScript state
+          dicts are hyper-parameters and are dropped; float16 weights are cast when loaded.
+
+    Nothing here checks the weights against an architecture; ``load_weights_into`` does.
+
+    Args:
+        raw: what ``torch.load`` or safetensors returned.
+        source: the file, for error messages.
+
+    Returns:
+        ``{name: tensor}``.
+
+    Raises:
+        ConfigError: ``raw`` is not a state dict in one of these layouts.
+    """
+    state = raw
+    if isinstance(state, Mapping):
+        inner = next((state[k] for k in _WEIGHTS_ENTRIES if isinstance(state.get(k), Mapping)), None)
+        state = state if inner is None else inner
+    if not isinstance(state, Mapping) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"checkpoint {source} holds no model weights (a state dict, or a checkpoint with "
+                          f"{' or '.join(repr(k) for k in _WEIGHTS_ENTRIES)})")
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise ConfigError(f"checkpoint {source} is not a model state dict: entry {key!r} is a "
+                              f"{type(value).__name__}, not a tensor")
+    weights = dict(state)
+    prefix = _wrapper_prefix(weights)
+    while prefix:
+        weights = {k[len(prefix):]: v for k, v in weights.items()}
+        prefix = _wrapper_prefix(weights)
+    for key in _OPENAI_NON_WEIGHTS:
+        weights.pop(key, None)
+    return weights
+
+
+def _wrapper_prefix(weights: dict[str, torch.Tensor]) -> str | None:
+    return next((p for p in _WRAPPER_PREFIXES if all(k.startswith(p) for k in weights)), None)
 
 
 def load_weights_into(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
-    # DDP-saved checkpoints prefix every key with "module."
-    weights = {k.removeprefix("module."): v for k, v in weights.items()}
-    try:
-        result = model.load_state_dict(weights, strict=False)
-    except RuntimeError as err:  # shape mismatches: a checkpoint of another architecture
-        raise ConfigError(f"checkpoint {source} does not fit the model: {err}") from None
-    if result.missing_keys or result.unexpected_keys:
-        raise ConfigError(
-            f"checkpoint {source} does not fit the model: missing {result.missing_keys[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}"
-        )
+    """Load ``weights`` (any layout ``convert_state_dict`` knows) into ``model``; every tensor must fit.
+
+    Only BatchNorm's ``num_batches_tracked`` counters may be absent (some exporters drop them).
+
+    Raises:
+        ConfigError: the weights are another architecture's. The message names the keys that differ and,
+            where the shapes identify it, the ``model.name`` the weights fit.
+    """
+    weights = convert_state_dict(weights, source)
+    expected = model.state_dict()
+    for key in _SCALARS:
+        if key in weights and key in expected and weights[key].numel() == expected[key].numel() == 1:
+            weights[key] = weights[key].reshape(expected[key].shape)
+    missing = [k for k in expected if k not in weights and not k.endswith(".num_batches_tracked")]
+    unexpected = [k for k in weights if k not in expected]
+    shapes = [f"{k} {tuple(weights[k].shape)} vs {tuple(expected[k].shape)}"
+              for k in weights if k in expected and weights[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        raise ConfigError(_misfit(source, weights, missing, unexpected, shapes))
+    model.load_state_dict(weights, strict=False)
+
+
+def _misfit(source: str, weights: dict[str, torch.Tensor], missing: list[str], unexpected: list[str],
+            shapes: list[str]) -> str:
+    from clipbackdoor.models.factory import architectures_fitting
+
+    def listed(what: str, keys: list[str]) -> str:
+        more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+        return f"{what} {keys[:3]}{more}"
+
+    parts = [listed(what, keys) for what, keys in
+             (("missing", missing), ("unexpected", unexpected), ("shapes (checkpoint vs model)", shapes)) if keys]
+    message = f"checkpoint {source} does not fit the model: {'; '.join(parts)}"
+    names = architectures_fitting(weights)
+    if names:
+        message += f". Its weights fit model.name={' or '.join(names)}"
+        if any(n.endswith("-quickgelu") for n in names):
+            message += " (models trained by OpenAI or the original CleanCLIP code need the -quickgelu one)"
+    return message
 
 
 def resolve_state_path(path: str | Path) -> Path:

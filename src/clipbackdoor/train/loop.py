@@ -19,7 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from clipbackdoor.config import ExperimentConfig
-from clipbackdoor.data.pipeline import EpochBatchSampler, PairBatches, make_loader
+from clipbackdoor.registry import ConfigError
+from clipbackdoor.data.loading import build_train_loader
 from clipbackdoor.data.transforms import Normalize
 from clipbackdoor.eval.runner import Evaluator
 from clipbackdoor.eval.validation import ValidationLoss
@@ -28,7 +29,9 @@ from clipbackdoor.objectives import ModelOutputs, build_objective
 from clipbackdoor.seeding import derive_seed, seed_everything, torch_generator
 from clipbackdoor.train import checkpoint as ckpt
 from clipbackdoor.train.optim import build_optimizer
-from clipbackdoor.train.run import RunDir, build_components, resolve_device
+from clipbackdoor.train import distributed
+from clipbackdoor.train.distributed import SINGLE, DistContext
+from clipbackdoor.train.run import RunDir, build_components
 from clipbackdoor.train.schedule import lr_at
 
 log = logging.getLogger(__name__)
@@ -45,17 +48,35 @@ class Position:
     step: int = 0
     # Sum of this epoch's batch losses so far; checkpointed, so a resumed epoch reports the same mean.
     epoch_loss: float = 0.0
+    # Rows of this epoch dropped because their image could not be read (data on_error: skip).
+    dropped: int = 0
 
 
-def forward_batch(model, batch, objective, normalize, image_augment, generator, device) -> dict[str, torch.Tensor]:
-    """One forward pass over [originals; views] (as CleanCLIP does: a single pass of 2B images and texts)."""
+def forward_batch(model, batch, objective, normalize, image_augment, generator, device, poisoner=None,
+                  view_rows: tuple[int, int] | None = None, precision: str = "fp32",
+                  channels_last: bool = False) -> dict[str, torch.Tensor]:
+    """One forward pass over [originals; views] (as CleanCLIP does: a single pass of 2B images and texts).
+
+    Triggers go onto the poisoned rows here, on the device, before the views are made from them.
+    ``view_rows`` = (first row, global batch size) places this rank's rows in the global batch, so the
+    image views drawn from ``generator`` are those a single process would draw for the same rows. The
+    model runs under bf16 autocast when asked; the losses are always computed in fp32, since bf16 logits
+    of a contrastive batch at scale 100 would be off by whole units.
+    """
     images = batch["image"].to(device, non_blocking=True)
     texts = batch["text"].to(device, non_blocking=True)
+    if poisoner is not None and batch["triggers"]:
+        images = poisoner.apply(images, batch["is_poisoned"], batch["triggers"])
     n = len(images)
     if objective.needs_views:
-        images = torch.cat([images, image_augment(images, generator)])
+        images = torch.cat([images, image_augment(images, generator, rows=view_rows)])
         texts = torch.cat([texts, batch["text_aug"].to(device, non_blocking=True)])
-    image_features, text_features, scale = model(normalize(images), texts)[:3]
+    pixels = normalize(images)
+    if channels_last:
+        pixels = pixels.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        image_features, text_features, scale = model(pixels, texts)[:3]
+    image_features, text_features, scale = image_features.float(), text_features.float(), scale.float()
     out = ModelOutputs(image=image_features[:n], text=text_features[:n], logit_scale=scale)
     if objective.needs_views:
         out.image_aug, out.text_aug = image_features[n:], text_features[n:]
@@ -70,70 +91,135 @@ def _truncate_metrics(path: Path, step: int) -> None:
         write_jsonl(path, kept)
 
 
-class Trainer:
-    """Holds a run's components and position; ``fit`` evaluates, trains, checkpoints and resumes."""
+class _NoLog:
+    """The logger of ranks other than 0: every record is rank 0's to write."""
 
-    def __init__(self, cfg: ExperimentConfig, run: RunDir) -> None:
-        self.cfg, self.run, t = cfg, run, cfg.train
+    def log(self, record: dict[str, Any]) -> None:
+        pass
+
+    def __enter__(self) -> _NoLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class Trainer:
+    """Holds a run's components and position; ``fit`` evaluates, trains, checkpoints and resumes.
+
+    ``ctx`` places this process in a torchrun job; every rank builds the same components, trains its
+    slice of each global batch and evaluates its shard of the evaluation images, and rank 0 alone writes
+    the run directory.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, run: RunDir, ctx: DistContext = SINGLE) -> None:
+        self.cfg, self.run, self.ctx, t = cfg, run, ctx, cfg.train
         if t.threads:
             torch.set_num_threads(t.threads)
-        self.device = resolve_device(t.device)
+        self.device = distributed.device_for(ctx, t.device)
+        distributed.init(ctx, self.device)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = t.tf32
+            torch.backends.cudnn.allow_tf32 = t.tf32
+            torch.backends.cudnn.benchmark = True
         seed_everything(derive_seed(cfg.seed, "init"))
-        self.c = build_components(cfg, run, self.device)
-        self.model, self.objective = self.c.model, build_objective(cfg.objective)
+        # Every rank draws the same manifest from the seed; rank 0 writes it.
+        self.c = build_components(cfg, run if ctx.is_main else None, self.device)
+        self.model = self.c.model
+        self.objective = build_objective(cfg.objective, ctx.rank, ctx.world_size)
+        self.forward_model = self._wrap(self.model)
         self.normalize = Normalize().to(self.device)
         prepare = getattr(self.c.text_augment, "prepare", None)
         if self.objective.needs_views and prepare is not None:
             prepare()
-        self.batches = PairBatches(
-            self.c.pairs, self.c.tokenizer, seed=cfg.seed, poisoner=self.c.poisoner,
-            text_augment=self.c.text_augment if self.objective.needs_views else None,
-            text_augment_per=cfg.data.text_augment_per,
+        self.loader = build_train_loader(
+            self.c.pairs, tokenizer=self.c.tokenizer, seed=cfg.seed, batch_size=t.batch_size,
+            poisoner=self.c.poisoner, text_augment=self.c.text_augment if self.objective.needs_views else None,
+            text_augment_per=cfg.data.text_augment_per, num_workers=cfg.data.num_workers,
+            rank=ctx.rank, world_size=ctx.world_size, pin_memory=cfg.data.pin_memory and self.device.type == "cuda",
         )
-        self.sampler = EpochBatchSampler(len(self.c.pairs), t.batch_size, seed=derive_seed(cfg.seed, "data"))
-        self.loader = make_loader(self.batches, self.sampler, cfg.data.num_workers)
-        self.steps_per_epoch = len(self.sampler)
+        self.steps_per_epoch = len(self.loader)
         self.optimizer = build_optimizer(self.model, t.lr, t.weight_decay, (t.beta1, t.beta2), t.eps)
         self.evaluator = Evaluator(
             self.c.eval_set, self.c.tokenizer, self.c.attack, seed=cfg.eval.asr_seed, draws=cfg.eval.asr_draws,
-            batch_size=cfg.eval.batch_size, max_images=cfg.eval.max_images, device=self.device,
+            batch_size=cfg.eval.batch_size, max_images=cfg.eval.max_images, device=self.device, ctx=ctx,
         )
         self.validation = None
         if self.c.validation is not None:
             self.validation = ValidationLoss(self.c.validation, self.c.tokenizer, batch_size=cfg.eval.batch_size,
-                                             device=self.device)
+                                             device=self.device, ctx=ctx)
         self.pos = Position()
         self.last = run.checkpoints / ckpt.LAST
+
+    def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module that runs training forward passes: DDP across ranks, channels_last, compiled."""
+        t = self.cfg.train
+        if t.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if self.ctx.enabled:
+            if t.sync_batchnorm:
+                if self.device.type != "cuda":
+                    raise ConfigError("train.sync_batchnorm: needs CUDA devices (torch's SyncBatchNorm)")
+                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+                self.model = model
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if t.compile:
+            model = torch.compile(model)
+        return model
 
     # -- state ---------------------------------------------------------------------------------------
     def restore(self) -> None:
         """Resume from ``last.pt``; else start from ``init.checkpoint`` or random weights."""
         init = self.cfg.init
-        if self.last.is_file():
+        resuming = distributed.broadcast_object(self.last.is_file(), self.ctx)
+        if resuming:
+            if not self.last.is_file():
+                raise ConfigError(
+                    f"rank {self.ctx.rank} cannot see {self.last}, which rank 0 resumes from: the run "
+                    "directory must be on a file system that every node shares"
+                )
             state = ckpt.load_state(self.last)
             ckpt.load_weights_into(self.model, state["model"], str(self.last))
             self.optimizer.load_state_dict(state["optimizer"])
             self.pos = Position(**state["position"])
             torch.set_rng_state(state["torch_rng"])
-            _truncate_metrics(self.run.metrics, self.pos.step)
+            if self.ctx.is_main:
+                _truncate_metrics(self.run.metrics, self.pos.step)
             log.info("resuming %s at epoch %d, batch %d", self.run.path, self.pos.epoch, self.pos.batch)
             return
         if init.checkpoint:
             ckpt.load_weights_into(self.model, ckpt.read_weights(init.checkpoint), init.checkpoint)
             if init.inherit_optimizer:
-                state = ckpt.load_state(ckpt.resolve_state_path(init.checkpoint))
-                self.optimizer.load_state_dict(state["optimizer"])
-        self.run.metrics.unlink(missing_ok=True)
+                path = ckpt.resolve_state_path(init.checkpoint)
+                state = ckpt.load_state(path)
+                if "optimizer" not in state:
+                    raise ConfigError(f"init.inherit_optimizer: {path} holds no optimizer state")
+                try:
+                    self.optimizer.load_state_dict(state["optimizer"])
+                except (ValueError, KeyError) as err:
+                    raise ConfigError(
+                        f"init.inherit_optimizer: the optimizer state in {path} does not fit this model's "
+                        f"parameter groups ({err}); set init.inherit_optimizer=false"
+                    ) from None
+        if self.ctx.is_main:
+            self.run.metrics.unlink(missing_ok=True)
 
     def save(self, end_of_epoch: bool) -> None:
-        if end_of_epoch and self.cfg.train.keep_epoch_checkpoints:
-            ckpt.save_weights(self.run.checkpoints / ckpt.epoch_weights_name(self.pos.epoch), self.model)
-        ckpt.save_state(self.last, {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "position": vars(self.pos).copy(), "torch_rng": torch.get_rng_state(),
-        })
+        if not end_of_epoch:
+            self._collect_dropped()
+        if self.ctx.is_main:
+            if end_of_epoch and self.cfg.train.keep_epoch_checkpoints:
+                ckpt.save_weights(self.run.checkpoints / ckpt.epoch_weights_name(self.pos.epoch), self.model)
+            ckpt.save_state(self.last, {
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "position": vars(self.pos).copy(), "torch_rng": torch.get_rng_state(),
+            })
+        # No rank runs ahead of a checkpoint that it might have to resume from.
+        distributed.barrier(self.ctx)
 
-    def evaluate(self, logger: JsonlLogger) -> dict[str, Any]:
+    def evaluate(self, logger) -> dict[str, Any]:
+        """Evaluate on every rank (each its shard of the images); rank 0 logs the combined record."""
         start = time.perf_counter()
         metrics = self.evaluator(self.model)
         if self.validation is not None:
@@ -141,8 +227,28 @@ class Trainer:
         record = {"kind": "eval", "epoch": self.pos.epoch, "step": self.pos.step, **metrics,
                   "eval_seconds": round(time.perf_counter() - start, 3)}
         logger.log(record)
-        log.info("epoch %d: %s", self.pos.epoch, _fmt(metrics))
+        if self.ctx.is_main:
+            log.info("epoch %d: %s", self.pos.epoch, _fmt(metrics))
         return record
+
+    def _sum_over_ranks(self, *values: float) -> list[float]:
+        totals = distributed.all_reduce_sum(torch.tensor(values, dtype=torch.float64), self.ctx, self.device)
+        return totals.tolist()
+
+    def _collect_dropped(self) -> None:
+        """Fold every rank's dropped rows into the (checkpointed) position; all ranks call it together."""
+        (total,) = self._sum_over_ranks(self._dropped)
+        self.pos.dropped += int(total)
+        self._dropped = 0
+
+    def _data_record(self) -> dict[str, Any]:
+        """What the training data held and what was skipped before training (logged once per run)."""
+        pairs = self.c.pairs
+        skipped = dict(getattr(pairs, "skipped", {}) or {})
+        return {"kind": "data", "epoch": 0, "step": 0, "split": "train", "rows": len(pairs),
+                "skipped_rows": sum(skipped.values()), "skipped": skipped,
+                "poisoned_pairs": len(self.c.poisoner.manifest.samples) if self.c.poisoner else 0,
+                "world_size": self.ctx.world_size}
 
     # -- training ------------------------------------------------------------------------------------
     def step(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], float]:
@@ -154,9 +260,10 @@ class Trainer:
             group["lr"] = lr
         # Views are seeded by position, so a resumed run draws exactly the views it would have drawn.
         gen = torch_generator(self.cfg.seed, "image-views", pos.epoch, pos.batch)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
-            losses = forward_batch(self.model, batch, self.objective, self.normalize, self.c.image_augment,
-                                   gen, self.device)
+        local = t.batch_size // self.ctx.world_size
+        losses = forward_batch(self.forward_model, batch, self.objective, self.normalize, self.c.image_augment,
+                               gen, self.device, self.c.poisoner, view_rows=(self.ctx.rank * local, t.batch_size),
+                               precision=t.precision, channels_last=t.channels_last)
         if not torch.isfinite(losses["loss"]):
             raise FloatingPointError(
                 f"loss is {losses['loss'].item()} at epoch {pos.epoch + 1}, step {pos.step + 1}; "
@@ -177,20 +284,21 @@ class Trainer:
 
     def train_epoch(self, logger: JsonlLogger) -> None:
         t, pos = self.cfg.train, self.pos
-        self.sampler.set_epoch(pos.epoch, start_batch=pos.batch)
-        self.batches.set_epoch(pos.epoch)
+        self.loader.set_epoch(pos.epoch, start_batch=pos.batch)
         bar = tqdm(self.loader, total=self.steps_per_epoch, initial=pos.batch, disable=not t.progress,
                    desc=f"epoch {pos.epoch + 1}/{t.epochs}", leave=False, dynamic_ncols=True)
         start = tick = time.perf_counter()
         for batch in bar:
             losses, lr = self.step(batch)
+            self._dropped += batch["dropped"]
             if pos.step % t.log_every == 0 or pos.batch == self.steps_per_epoch:
+                rows, poisoned = self._sum_over_ranks(len(batch["index"]), int(batch["is_poisoned"].sum()))
                 record = {"kind": "train", "epoch": pos.epoch + 1, "step": pos.step, "lr": lr,
                           "logit_scale": self.model.logit_scale.detach().exp().item(),
-                          "poisoned_in_batch": int(batch["is_poisoned"].sum())}
+                          "poisoned_in_batch": int(poisoned)}
                 record.update({k: round(v.detach().item(), 6) for k, v in losses.items()})
                 seconds = max(time.perf_counter() - tick, 1e-9)
-                record["samples_per_second"] = round(len(batch["index"]) / seconds, 1)
+                record["samples_per_second"] = round(rows / seconds, 1)
                 logger.log(record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}")
             tick = time.perf_counter()
@@ -198,22 +306,34 @@ class Trainer:
             if every and pos.step % every == 0 and pos.batch < self.steps_per_epoch:
                 self.save(end_of_epoch=False)
         bar.close()
+        self._collect_dropped()
         pos.epoch += 1
         logger.log({"kind": "epoch", "epoch": pos.epoch, "step": pos.step,
                     "train_loss": round(pos.epoch_loss / self.steps_per_epoch, 6),
+                    "dropped_rows": pos.dropped,
                     "epoch_seconds": round(time.perf_counter() - start, 2)})
         pos.batch = 0
         pos.epoch_loss = 0.0
+        pos.dropped = 0
 
     def fit(self) -> dict[str, Any]:
         self.restore()
         t, pos = self.cfg.train, self.pos
-        # A run resumed at an epoch boundary already logged that epoch's evaluation; never log it twice.
-        done = [r for r in read_jsonl(self.run.metrics) if r["kind"] == "eval" and r["epoch"] == pos.epoch]
-        last_eval = done[-1] if done and pos.batch == 0 else None
-        with JsonlLogger(self.run.metrics) as logger:
+        self._dropped = 0
+        last_eval, logged_data = None, True
+        if self.ctx.is_main:
+            # A run resumed at an epoch boundary already logged that epoch's evaluation; never log it twice.
+            records = read_jsonl(self.run.metrics)
+            done = [r for r in records if r["kind"] == "eval" and r["epoch"] == pos.epoch]
+            last_eval = done[-1] if done and pos.batch == 0 else None
+            logged_data = any(r["kind"] == "data" for r in records)
+        # Evaluation is collective: every rank must take the same decisions as rank 0.
+        have_eval = distributed.broadcast_object(last_eval is not None, self.ctx)
+        with JsonlLogger(self.run.metrics) if self.ctx.is_main else _NoLog() as logger:
+            if self.ctx.is_main and not logged_data:
+                logger.log(self._data_record())
             # A run killed after its epoch-0 checkpoint resumes at (0, 0) with that evaluation logged.
-            if pos.epoch == 0 and pos.batch == 0 and last_eval is None:
+            if pos.epoch == 0 and pos.batch == 0 and not have_eval:
                 last_eval = self.evaluate(logger)
                 self.save(end_of_epoch=True)
             self.model.train()
@@ -222,33 +342,40 @@ class Trainer:
                 if self.cfg.eval.every_epoch or pos.epoch == t.epochs:
                     last_eval = self.evaluate(logger)
                 self.save(end_of_epoch=True)
-            if last_eval is None or last_eval["epoch"] != pos.epoch:
+            stale = last_eval is None or last_eval["epoch"] != pos.epoch
+            if distributed.broadcast_object(stale, self.ctx):
                 last_eval = self.evaluate(logger)
-        if not t.keep_last_state:
+        if not t.keep_last_state and self.ctx.is_main:
             # The final weights must exist before last.pt may go (after the summary; see run_training).
             final = self.run.checkpoints / ckpt.epoch_weights_name(pos.epoch)
             if not final.is_file():
                 ckpt.save_weights(final, self.model)
         poisoner = self.c.poisoner
         return {"status": "complete", "epochs": t.epochs, "steps": pos.step, "final": last_eval,
-                "train_pairs": len(self.c.pairs), "poisoned_pairs": len(poisoner.manifest.samples) if poisoner else 0}
+                "train_pairs": len(self.c.pairs), "poisoned_pairs": len(poisoner.manifest.samples) if poisoner else 0,
+                "world_size": self.ctx.world_size}
 
 
-def run_training(cfg: ExperimentConfig, out_dir: str | Path) -> dict[str, Any]:
+def run_training(cfg: ExperimentConfig, out_dir: str | Path, ctx: DistContext = SINGLE) -> dict[str, Any]:
     """Train (or clean) according to ``cfg`` in ``out_dir``; returns the run's summary.
 
-    A finished run is not trained again: its summary is returned as is.
+    A finished run is not trained again: its summary is returned as is. In a torchrun job every rank
+    calls this with its ``ctx``; rank 0 writes the run directory.
     """
     run = RunDir(out_dir)
-    run.write_config(cfg)
-    if run.is_complete():
+    distributed.init(ctx, distributed.device_for(ctx, cfg.train.device))
+    if ctx.is_main:
+        run.write_config(cfg)
+    if distributed.broadcast_object(run.is_complete(), ctx):
         log.info("%s is complete; nothing to do", run.path)
         return run.summary()
-    summary = Trainer(cfg, run).fit()
-    atomic_write_json(run.summary_path, summary)
-    if not cfg.train.keep_last_state:
-        # Only now: a run killed before its summary is written still resumes from last.pt.
-        (run.checkpoints / ckpt.LAST).unlink(missing_ok=True)
+    summary = Trainer(cfg, run, ctx).fit()
+    if ctx.is_main:
+        atomic_write_json(run.summary_path, summary)
+        if not cfg.train.keep_last_state:
+            # Only now: a run killed before its summary is written still resumes from last.pt.
+            (run.checkpoints / ckpt.LAST).unlink(missing_ok=True)
+    distributed.barrier(ctx)
     return summary
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import yaml
 
-from clipbackdoor.config import ExperimentConfig, dump_config
+from clipbackdoor.config import EXECUTION_KEYS, ExperimentConfig, dump_config
 from clipbackdoor.data import registries
 from clipbackdoor.io import atomic_write_text
 from clipbackdoor.models import create_model
@@ -25,8 +25,6 @@ from clipbackdoor.registry import ConfigError
 
 log = logging.getLogger(__name__)
 
-# Keys that change how a run executes but not what it computes; a resumed run may differ in them.
-_EXECUTION_KEYS = {("train", "progress"), ("train", "threads"), ("data", "num_workers"), ("train", "device")}
 
 
 class RunDir:
@@ -75,7 +73,7 @@ def _differences(old: dict, new: dict, prefix: tuple[str, ...] = ()) -> list[str
     out = []
     for key in sorted(set(old) | set(new)):
         path = (*prefix, key)
-        if path in _EXECUTION_KEYS:
+        if path in EXECUTION_KEYS:
             continue
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
