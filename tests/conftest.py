@@ -17,3 +17,13 @@ def _seed_everything():
     np.random.seed(42)
     torch.manual_seed(42)
     yield
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny-model tests: a second intra-op thread only adds
+    synchronisation, which costs seconds per forward pass when the cores are busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

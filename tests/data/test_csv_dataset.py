@@ -95,7 +95,7 @@ def test_missing_csv(tmp_path):
 
 
 def test_labels_csv_classification(tmp_path):
-    path = _write(tmp_path, [("img/0.png", "1"), ("img/1.png", "0")], header=("image", "label"), name="labels.csv")
+    _write(tmp_path, [("img/0.png", "1"), ("img/1.png", "0")], header=("image", "label"), name="labels.csv")
     ds = LabelsCsvClassification(str(tmp_path), classnames=["cat", "banana"], templates=["a {}."], image_size=8)
     assert ds.labels.tolist() == [1, 0] and ds.load_images([0]).shape == (1, 3, 8, 8)
     bad = _write(tmp_path, [("img/0.png", "5")], header=("image", "label"), name="bad.csv")

@@ -78,7 +78,9 @@ def test_label_consistent_selects_only_target_captions():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"location": "middle"}, "location"),
+    ({"location": "centre"}, "location"),
+    ({"location": "fixed"}, "position"),
+    ({"location": "random", "position": [0, 0]}, "position"),
     ({"patch_size": 0}, "patch_size"),
     ({"target": ""}, "target"),
     ({"templates": ["no placeholder"]}, "templates"),

@@ -33,7 +33,7 @@ def dirty_csv(tmp_path):
 
 
 def _config(path, *extra):
-    return load_config(None, [f"data.train.name=csv", f"data.train.path={path}", "data.train.on_error=skip",
+    return load_config(None, ["data.train.name=csv", f"data.train.path={path}", "data.train.on_error=skip",
                               "data.eval.num_samples=40", "eval.batch_size=40", "train.batch_size=16",
                               "train.epochs=2", "train.progress=false", "train.warmup_steps=1", *extra])
 

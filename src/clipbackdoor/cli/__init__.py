@@ -19,6 +19,7 @@ from clipbackdoor.cli import (
     demo,
     evaluate,
     listing,
+    optimize_patch,
     poison,
     pretrain,
     report,
@@ -28,7 +29,8 @@ from clipbackdoor.cli import (
 )
 from clipbackdoor.errors import ConfigError, DataError, SetupError
 
-COMMANDS = (demo, poison, pretrain, clean, evaluate, sweep, report, synthetic, listing, setup_wordnet, data, convert)
+COMMANDS = (demo, poison, pretrain, clean, evaluate, optimize_patch, sweep, report, synthetic, listing, setup_wordnet,
+            data, convert)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,7 @@ def add_parser(sub) -> None:
     group.add_argument("--preset", choices=("default", "quick", "paper-mini"),
                        help="default (about 8 min on 2 cores), quick, or paper-mini (3 seeds, about 50 min)")
     p.add_argument("--seeds", type=int, nargs="+", help="pre-training seeds (default: the preset's)")
+    p.add_argument("--attack", help="poison with this attack instead of BadNet (see `clipbackdoor list attacks`)")
     p.add_argument("--workers", "-j", type=int, help="parallel runs (default: the preset's, 2)")
     p.set_defaults(func=run)
 
@@ -26,7 +27,8 @@ def run(args) -> int:
     from clipbackdoor.experiments.demo import run_demo
 
     start = time.perf_counter()
-    result, report = run_demo(args.out, args.preset or "default", workers=args.workers, seeds=args.seeds)
+    result, report = run_demo(args.out, args.preset or "default", workers=args.workers, seeds=args.seeds,
+                              attack=args.attack)
     print()
     print(report.headline)
     print()

@@ -8,7 +8,8 @@ from clipbackdoor.cli.common import add_config_args, config_from_args, log_to_fi
 def add_parser(sub) -> None:
     p = sub.add_parser("poison", help="poison a dataset: write poison_manifest.json (and the data, on request)",
                        description="Choose the pairs to poison and their triggers from the config's seed and "
-                                   "write poison_manifest.json. Training applies the manifest on the fly; "
+                                   "write poison_manifest.json and a picture of the triggers, trigger_gallery.png. "
+                                   "Training applies the manifest on the fly; "
                                    "--export also writes a CleanCLIP-format CSV with the triggered images.")
     add_config_args(p)
     p.add_argument("--out", "-o", required=True, help="output directory")
@@ -35,6 +36,8 @@ def run(args) -> int:
     poisoner = build_poisoner(cfg, pairs, attack, run)
     n = len(poisoner.manifest.samples)
     print(f"poisoned {n} of {len(pairs)} pairs ({n / len(pairs):.2%}); manifest: {run.manifest}")
+    if run.gallery.is_file():
+        print(f"trigger gallery: {run.gallery}")
     if args.export:
         csv_path = export_poisoned(pairs, poisoner, run.path / "data")
         print(f"poisoned dataset: {csv_path}")

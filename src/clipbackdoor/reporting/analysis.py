@@ -12,6 +12,10 @@ Every cleaned model is paired with its **un-poisoned control**: the same cleanin
 for the checkpoint) applied to a model pre-trained the same way without poison. The control's accuracy
 change at the same epoch is the cost of fine-tuning itself, which must not be mistaken for the cost of
 removing the backdoor. Cleaning-run epoch 0 (the model before any update) is never a candidate.
+
+Runs whose cleaning data were themselves poisoned (system.md 4.2, "Poisoned cleaning data") form groups of
+their own, one per number of poisons: they answer a different question and are never pooled with runs on a
+clean cleaning set. Their controls are the same runs (same poisons) applied to the un-poisoned model.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ class GroupSummary:
     objective: str
     method: str
     seeds: list[SeedResult] = field(default_factory=list)
+    poisons: int = 0  # poisoned pairs in the cleaning data (0: a clean cleaning set)
 
 
 def _config_key(run: RunInfo) -> str:
@@ -117,18 +122,20 @@ def _pick(point: Point | None, start: dict[str, Any] | None, controls: dict[str,
 
 
 def analyse(runs: list[RunInfo]) -> list[GroupSummary]:
-    """Group the cleaning runs of poisoned models by (pre-training objective, method) and select models."""
+    """Group the cleaning runs of poisoned models by (pre-training objective, method, poisons in the cleaning
+    data) and select models."""
     cleaning = [r for r in runs if r.kind == "clean" and r.source is not None]
     controls: dict[tuple, dict[str, RunInfo]] = {}
     for r in cleaning:
         if not r.poisoned:
+            # The config key holds poison.budget, so a control matches only runs with as many cleaning poisons.
             controls.setdefault((r.root_objective, r.method, r.seed), {})[_config_key(r)] = r
     cells: dict[tuple, list[RunInfo]] = {}
     for r in cleaning:
         if r.poisoned:
-            cells.setdefault((r.root_objective, r.method, r.seed), []).append(r)
+            cells.setdefault((r.root_objective, r.method, r.cleaning_poisons, r.seed), []).append(r)
     groups: dict[tuple, GroupSummary] = {}
-    for (objective, method, seed), members in sorted(cells.items(), key=lambda kv: _order(kv[0])):
+    for (objective, method, poisons, seed), members in sorted(cells.items(), key=lambda kv: _order(kv[0])):
         ctl = controls.get((objective, method, seed), {})
         start = members[0].start
         control_start = next(iter(ctl.values())).start if ctl else None
@@ -145,7 +152,8 @@ def analyse(runs: list[RunInfo]) -> list[GroupSummary]:
             [points[i] for i in pareto_front(coords)],
             min((p.asr for p in points), default=math.nan),
         )
-        groups.setdefault((objective, method), GroupSummary(objective, method)).seeds.append(result)
+        groups.setdefault((objective, method, poisons),
+                          GroupSummary(objective, method, poisons=poisons)).seeds.append(result)
     return list(groups.values())
 
 

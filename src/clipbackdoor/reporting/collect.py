@@ -4,13 +4,15 @@ A run directory is any folder with a ``config.yaml`` and a ``metrics.jsonl``. Wh
 resolved config, not from its folder name: a run without ``init.checkpoint`` is a pre-training run, labelled
 by its objective weights (MMCL, MMCL+SSL, SSL) and poisoned when it drew or reused a poison manifest; a run
 with one cleans the run that checkpoint belongs to, is labelled by its defense, and inherits the
-pre-training objective and the poisoned/control status of that source.
+pre-training objective and the poisoned/control status of that source. A cleaning run's own poisons (a
+poisoned cleaning set, ``poison.budget`` in its config) are counted apart, in ``cleaning_poisons``.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,9 @@ from clipbackdoor.io import atomic_write_text, read_jsonl
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "results.csv"
+# The names poison.MANIFEST_NAME and poison.gallery.GALLERY_NAME, without importing torch.
+MANIFEST_NAME = "poison_manifest.json"
+GALLERY_NAME = "trigger_gallery.png"
 METRIC_COLUMNS = (
     "zeroshot_top1",
     "zeroshot_top5",
@@ -53,6 +58,7 @@ class RunInfo:
     root_objective: str = ""  # objective of the pre-training at the root of the lineage
     lr: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)  # hyper-parameters that tell runs apart
+    cleaning_poisons: int = 0  # cleaning runs: how many of their own training pairs were poisoned
 
     @property
     def start(self) -> dict[str, Any] | None:
@@ -101,6 +107,7 @@ def collect_runs(root: str | Path) -> list[RunInfo]:
             complete=(path / "summary.json").is_file(),
             poisoned=bool(poison.get("budget") or poison.get("manifest")),
             lr=float((config.get("train") or {}).get("lr", 0.0)),
+            cleaning_poisons=_own_poisons(path, poison) if init else 0,
         )
     for run in runs.values():
         if run.kind == "clean":
@@ -111,6 +118,18 @@ def collect_runs(root: str | Path) -> list[RunInfo]:
             run.poisoned = _root(run).poisoned
     _set_params(list(runs.values()))
     return sorted(runs.values(), key=lambda r: r.name)
+
+
+def _own_poisons(path: Path, poison: dict[str, Any]) -> int:
+    """How many of the run's training pairs were poisoned: the manifest's count (training writes it before
+    any metric); without one, a count budget as configured, and at least 1 for a poisoned run."""
+    if not (poison.get("budget") or poison.get("manifest")):
+        return 0
+    try:
+        return int(json.loads((path / MANIFEST_NAME).read_text())["num_poisoned"])
+    except (OSError, ValueError, KeyError, TypeError):
+        log.warning("%s: no readable %s; its poisons are counted from poison.budget", path, MANIFEST_NAME)
+        return max(1, int(float(poison.get("budget") or 0)))
 
 
 def _evals(path: Path) -> list[dict[str, Any]]:
@@ -190,6 +209,7 @@ def index_rows(runs: list[RunInfo]) -> list[dict[str, Any]]:
                 "objective": run.objective,
                 "method": run.method or "",
                 "poisoned": int(run.poisoned),
+                "cleaning_poisons": run.cleaning_poisons,
                 "seed": run.seed,
                 "lr": run.lr,
                 "source": run.source.name if run.source else "",

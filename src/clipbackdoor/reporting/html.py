@@ -77,6 +77,8 @@ def render_html(
     * ``{"kind": "image", "caption", "path"}``: the image is embedded; a missing file becomes a visible notice
       instead of an error, so one lost figure does not cost the whole report.
     * ``{"kind": "text", "caption", "body"}``: blank-line separated paragraphs.
+    * ``{"kind": "images", "caption", "images": [{"caption", "path"}, ...], "note" (optional)}``: several
+      embedded images under one heading, each with its own caption below it.
 
     ``verdict`` (paragraphs) is shown prominently under the title, ``config_text`` verbatim under
     "Configuration", and ``generated`` in the footer.
@@ -111,7 +113,15 @@ def _section(section: Mapping[str, Any]) -> str:
         return heading + "\n" + _image(Path(section["path"]), str(section.get("caption", "")))
     if kind == "text":
         return heading + "\n" + _paragraphs(str(section.get("body", "")))
-    raise ValueError(f"unknown report section kind {kind!r}; expected 'table', 'image' or 'text'")
+    if kind == "images":
+        parts = [heading]
+        if section.get("note"):
+            parts.append(f'<p class="note">{escape(str(section["note"]))}</p>')
+        for item in section["images"]:
+            caption = str(item.get("caption", ""))
+            parts.append(_image(Path(item["path"]), caption, shown=True))
+        return "\n".join(parts)
+    raise ValueError(f"unknown report section kind {kind!r}; expected 'table', 'image', 'images' or 'text'")
 
 
 def _html_table(headers: Sequence[object], rows: Sequence[Sequence[object]]) -> str:
@@ -126,15 +136,16 @@ def _html_cell(cell: object) -> str:
     return f'<td class="num">{escape(str(cell))}</td>' if numeric else f"<td>{escape(str(cell))}</td>"
 
 
-def _image(path: Path, caption: str) -> str:
+def _image(path: Path, caption: str, shown: bool = False) -> str:
     try:
         data = path.read_bytes()
     except OSError:
         return f'<p class="missing">missing: {escape(path.name)}</p>'
     mime = mimetypes.guess_type(path.name)[0] or "image/png"
     encoded = base64.b64encode(data).decode("ascii")
-    # The caption is already the section heading; here it only serves as alt text.
-    return f'<figure><img src="data:{mime};base64,{encoded}" alt="{escape(caption)}"></figure>'
+    # A lone image's caption is already the section heading: then it only serves as alt text.
+    below = f"<figcaption>{escape(caption)}</figcaption>" if shown else ""
+    return f'<figure><img src="data:{mime};base64,{encoded}" alt="{escape(caption)}">{below}</figure>'
 
 
 def _paragraphs(text: str) -> str:

@@ -3,13 +3,15 @@
 Outputs (in ``out``, default ``runs_dir``):
 
 * ``results.csv``: the results index, one row per evaluation of every run;
-* ``summary.csv`` and ``summary.md``: per (pre-training objective, cleaning method[, seed]) the poisoned
-  model's accuracy and ASR, the best accuracy at ASR <= 1/5/10 % with the run and epoch that gave it, the
-  un-poisoned control's fine-tuning cost, the defender's pick, and the number of configurations;
+* ``summary.csv`` and ``summary.md``: per (pre-training objective, cleaning method, poisons in the cleaning
+  data[, seed]) the poisoned model's accuracy and ASR, the best accuracy at ASR <= 1/5/10 % with the run and
+  epoch that gave it, the un-poisoned control's fine-tuning cost, the defender's pick, and the number of
+  configurations;
 * ``pareto.csv``: the Pareto front (ASR, accuracy) of every group;
 * ``plots/``: the accuracy-vs-ASR scatter (the paper's main figure), Pareto fronts, trajectories of the
   best runs, and pre-training curves;
-* ``report.html``: all of the above on one self-contained page, with a plain-words verdict.
+* ``report.html``: all of the above on one self-contained page, with a plain-words verdict and the trigger
+  gallery of each attack (``trigger_gallery.png`` of the pre-training runs).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import csv
 import datetime
 import io
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +38,7 @@ from clipbackdoor.reporting.analysis import (
     mean_std,
     pretraining_runs,
 )
-from clipbackdoor.reporting.collect import RunInfo, collect_runs, write_index
+from clipbackdoor.reporting.collect import GALLERY_NAME, RunInfo, collect_runs, write_index
 
 # Cleaning counts as successful at this ASR; at the demo's scale the clean false-positive floor for the
 # target class is a few percent, so 10 % (not the paper's 5 %) is the criterion the verdict uses.
@@ -43,6 +46,17 @@ VERDICT_THRESHOLD = 0.10
 # A gap in best accuracy smaller than this many points (or than the seed spread) is not called a difference.
 MEANINGFUL_GAP = 0.02
 METHOD_LABELS = {"cleanclip": "CleanCLIP (MMCL+SSL)", "mmcl": "MMCL only", "ssl": "SSL only"}
+
+
+def method_key(method: str, poisons: int) -> str:
+    """A cleaning method as figures name it; a poisoned cleaning set makes it a method of its own."""
+    return method if not poisons else f"{method} + {poisons} poison{'s' if poisons != 1 else ''}"
+
+
+def method_text(method: str, poisons: int = 0) -> str:
+    """A cleaning method as tables name it, with the number of poisons in its cleaning data if any."""
+    label = METHOD_LABELS.get(method, method)
+    return label if not poisons else f"{label}, {poisons} poison{'s' if poisons != 1 else ''} in cleaning data"
 
 
 def pct(value: float | None, digits: int = 1) -> str:
@@ -69,7 +83,7 @@ def pm(values: list[float | None], fmt=pct) -> str:
 def _hp(run: RunInfo) -> str:
     parts = [f"lr {run.lr:g}"]
     parts += [f"{k.rsplit('.', 1)[-1]} {v}" for k, v in run.params.items()
-              if k not in ("train.lr", "seed", "defense.name") and not k.startswith("objective.")]
+              if k not in ("train.lr", "seed", "defense.name", "poison.budget") and not k.startswith("objective.")]
     return ", ".join(parts)
 
 
@@ -103,7 +117,7 @@ def _group_row(g: GroupSummary) -> list[str]:
     seeds = g.seeds
     detail = len(seeds) == 1
     starts = [s.start or {} for s in seeds]
-    row = [g.objective, METHOD_LABELS.get(g.method, g.method), str(len(seeds)),
+    row = [g.objective, method_text(g.method, g.poisons), str(len(seeds)),
            str(sum(s.runs for s in seeds) // len(seeds)),
            pm([st.get("zeroshot_top1") for st in starts]), pm([st.get("asr_top1") for st in starts]),
            pm([st.get("clean_target_rate") for st in starts])]
@@ -138,7 +152,8 @@ def summary_csv_rows(groups: list[GroupSummary]) -> list[dict[str, Any]]:
     for g in groups:
         for s in g.seeds:
             st = s.start or {}
-            row: dict[str, Any] = {"pretrain_objective": g.objective, "method": g.method, "seed": s.seed,
+            row: dict[str, Any] = {"pretrain_objective": g.objective, "method": g.method,
+                                   "cleaning_poisons": g.poisons, "seed": s.seed,
                                    "configs": s.runs, "evaluations": len(s.points),
                                    "poisoned_acc": st.get("zeroshot_top1"), "poisoned_asr": st.get("asr_top1"),
                                    "poisoned_clean_target_rate": st.get("clean_target_rate"),
@@ -183,8 +198,12 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
 def verdict(groups: list[GroupSummary]) -> str:
     """The paper's question in plain words: does CleanCLIP remove the backdoor from each pre-training
     objective, and at what accuracy cost compared with the control?"""
-    clean = {g.objective: g for g in groups if g.method == "cleanclip"}
+    clean = {g.objective: g for g in groups if g.method == "cleanclip" and not g.poisons}
+    poisoned_data = _poisoned_cleaning_text(groups)
     if not clean:
+        if poisoned_data:
+            return ("No CleanCLIP cleaning runs of poisoned models on clean cleaning data were found, so there is "
+                    f"no verdict.\n\n{poisoned_data}")
         return "No CleanCLIP cleaning runs of poisoned models were found, so there is no verdict."
     lines, best = [], {}
     pct_t = int(VERDICT_THRESHOLD * 100)
@@ -219,9 +238,35 @@ def verdict(groups: list[GroupSummary]) -> str:
             text += "."
         lines.append(text)
     lines.append(_comparison(clean, best))
+    if poisoned_data:
+        lines.append(poisoned_data)
     lines.append("Selection above uses the paper's oracle rule (test accuracy and the true trigger); the "
                  "defender's rule (lowest held-out clean loss) is in the table beside it.")
     return "\n\n".join(lines)
+
+
+def _poisoned_cleaning_text(groups: list[GroupSummary]) -> str:
+    """What poisons in the cleaning data did to CleanCLIP (system.md 4.2), per pre-training objective; empty
+    when no cleaning set was poisoned."""
+    by_objective: dict[str, dict[int, GroupSummary]] = {}
+    for g in groups:
+        if g.method == "cleanclip":
+            by_objective.setdefault(g.objective, {})[g.poisons] = g
+    lines = []
+    pct_t = int(VERDICT_THRESHOLD * 100)
+    for objective, by_k in by_objective.items():
+        if not any(by_k):
+            continue
+        ks = sorted(by_k)
+        low = [f"{pct(mean_std([s.min_asr for s in by_k[k].seeds])[0])}%" for k in ks]
+        best = []
+        for k in ks:
+            reached = [p for p in (s.best[VERDICT_THRESHOLD] for s in by_k[k].seeds) if p]
+            best.append(f"{pct(mean_std([p.point.acc for p in reached])[0])}%" if reached else "not reached")
+        lines.append(f"Poisoned cleaning data, {objective} pre-training: with {' / '.join(map(str, ks))} poisons "
+                     f"in the cleaning data, CleanCLIP's lowest ASR was {' / '.join(low)} and its best accuracy "
+                     f"at ASR ≤ {pct_t}% {' / '.join(best)}.")
+    return " ".join(lines)
 
 
 def _comparison(clean: dict[str, GroupSummary], best: dict[str, tuple]) -> str:
@@ -275,10 +320,10 @@ def _panels(groups: list[GroupSummary], runs: list[RunInfo]) -> dict[str, dict[s
         if cstarts:
             panel["control_start"] = (mean_std([s.get("asr_top1", math.nan) for s in cstarts])[0],
                                       mean_std([s.get("zeroshot_top1") for s in cstarts])[0])
-        panel["methods"][g.method] = [(p.asr, p.acc) for s in g.seeds for p in s.points]
+        panel["methods"][method_key(g.method, g.poisons)] = [(p.asr, p.acc) for s in g.seeds for p in s.points]
     for r in runs:
         if r.kind == "clean" and not r.poisoned and r.root_objective in panels:
-            panels[r.root_objective]["controls"].setdefault(r.method, []).extend(
+            panels[r.root_objective]["controls"].setdefault(method_key(r.method, r.cleaning_poisons), []).extend(
                 (float(e["asr_top1"]), float(e["zeroshot_top1"])) for e in r.evals
                 if e.get("epoch", 0) >= 1 and "asr_top1" in e)
     return panels
@@ -298,13 +343,13 @@ def _trajectories(groups: list[GroupSummary], top: int = 3) -> dict[str, list[di
                 for pts in by_run.values():
                     ok = [p.acc for p in pts if p.asr <= VERDICT_THRESHOLD]
                     if ok:
-                        ranked.append((max(ok), pts[0].run, g.method))
+                        ranked.append((max(ok), pts[0].run, g))
         ranked.sort(key=lambda x: -x[0])
         out[objective] = [{
-            "label": f"{METHOD_LABELS.get(method, method)}, {_hp(run)}", "method": method,
+            "label": f"{method_text(g.method, g.poisons)}, {_hp(run)}", "method": method_key(g.method, g.poisons),
             "points": [(int(e["epoch"]), float(e["asr_top1"]), float(e["zeroshot_top1"]))
                        for e in _trajectory_evals(run)],
-        } for _, run, method in ranked[:top]]
+        } for _, run, g in ranked[:top]]
     return out
 
 
@@ -347,8 +392,9 @@ def write_report(runs_dir: str | Path, out: str | Path | None = None, *, title: 
     atomic_write_text(out / "summary.md", f"## Cleaning\n\n{summary_md}\n\n## Pre-training\n\n{pre_md}\n")
     atomic_write_text(out / "summary.csv", _csv_text(summary_csv_rows(groups)))
     atomic_write_text(out / "pareto.csv", _csv_text([
-        {"pretrain_objective": g.objective, "method": g.method, "seed": s.seed, "asr": p.asr, "acc": p.acc,
-         "run": p.run.name, "epoch": p.epoch} for g in groups for s in g.seeds for p in s.front]))
+        {"pretrain_objective": g.objective, "method": g.method, "cleaning_poisons": g.poisons, "seed": s.seed,
+         "asr": p.asr, "acc": p.acc, "run": p.run.name, "epoch": p.epoch}
+        for g in groups for s in g.seeds for p in s.front]))
 
     panels = _panels(groups, runs)
     plot_dir = out / "plots"
@@ -375,6 +421,11 @@ def write_report(runs_dir: str | Path, out: str | Path | None = None, *, title: 
         {"kind": "table", "caption": "Pre-training", "headers": p_headers, "rows": p_rows},
         {"kind": "image", "caption": images[3][0], "path": images[3][1]},
     ]
+    galleries = _trigger_galleries(runs)
+    if galleries:
+        sections.append({"kind": "images", "caption": "Triggers", "images": galleries,
+                         "note": "Top row: training images as they are; bottom row: the same images poisoned, "
+                                 "as training saw them (each attack's trigger_gallery.png)."})
     config_text = _config_text(runs_dir, runs)
     page = html.render_html(
         title=title or f"clipbackdoor report: {runs_dir.name}", verdict=text, sections=sections,
@@ -387,6 +438,19 @@ def write_report(runs_dir: str | Path, out: str | Path | None = None, *, title: 
     return Report(out, html_path, summary_md, headline, text, groups)
 
 
+def _trigger_galleries(runs: list[RunInfo]) -> list[dict[str, Any]]:
+    """One trigger gallery per distinct attack, from the poisoned pre-training runs that wrote one."""
+    seen, out = set(), []
+    for r in pretraining_runs(runs):
+        path = r.path / GALLERY_NAME
+        attack = r.config.get("attack") or {}
+        key = json.dumps(attack, sort_keys=True, default=str)
+        if r.poisoned and key not in seen and path.is_file():
+            seen.add(key)
+            out.append({"caption": f"{attack.get('name', 'attack')} (from {r.name})", "path": path})
+    return out
+
+
 def _headline(groups: list[GroupSummary]) -> str:
     """The short table a terminal shows: one line per group."""
     headers = ["pre-training", "cleaning", "poisoned acc/ASR", "best acc @ASR≤10%", "Δacc", "control Δacc"]
@@ -395,7 +459,7 @@ def _headline(groups: list[GroupSummary]) -> str:
         starts = [s.start or {} for s in g.seeds]
         picks = [s.best[VERDICT_THRESHOLD] for s in g.seeds]
         reached = [p for p in picks if p]
-        rows.append([g.objective, METHOD_LABELS.get(g.method, g.method),
+        rows.append([g.objective, method_text(g.method, g.poisons),
                      f"{pm([s.get('zeroshot_top1') for s in starts])} / {pm([s.get('asr_top1') for s in starts])}",
                      pm([p.point.acc for p in reached]) if reached else "not reached",
                      pm([p.delta for p in reached], signed) if reached else "–",

@@ -1,8 +1,8 @@
 """Run directories and the assembly of a run's components from its config.
 
 A run directory is the unit that every later stage reads: ``config.yaml`` (resolved, written first),
-``metrics.jsonl``, ``checkpoints/``, ``poison_manifest.json`` where the training data were poisoned, and
-``summary.json`` once the run is complete.
+``metrics.jsonl``, ``checkpoints/``, ``poison_manifest.json`` (and its picture, ``trigger_gallery.png``)
+where the training data were poisoned, and ``summary.json`` once the run is complete.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ import yaml
 
 from clipbackdoor.config import EXECUTION_KEYS, ExperimentConfig, dump_config
 from clipbackdoor.data import registries
+from clipbackdoor.data.errors import DataError
 from clipbackdoor.io import atomic_write_text
 from clipbackdoor.models import create_model
 from clipbackdoor.poison import ATTACKS, MANIFEST_NAME, PoisonManifest, Poisoner, create_manifest
+from clipbackdoor.poison.gallery import GALLERY_NAME, write_gallery
 from clipbackdoor.registry import ConfigError
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ class RunDir:
     metrics = property(lambda self: self.path / "metrics.jsonl")
     checkpoints = property(lambda self: self.path / "checkpoints")
     manifest = property(lambda self: self.path / MANIFEST_NAME)
+    gallery = property(lambda self: self.path / GALLERY_NAME)
     summary_path = property(lambda self: self.path / "summary.json")
 
     @classmethod
@@ -127,8 +130,17 @@ def build_poisoner(cfg: ExperimentConfig, pairs, attack, run: RunDir | None) -> 
         return None
     if run is not None:
         manifest.write(run.manifest)
+        _write_gallery(pairs, poisoner, run)
     log.info("poisoned %d of %d training pairs", len(manifest.samples), len(pairs))
     return poisoner
+
+
+def _write_gallery(pairs, poisoner: Poisoner, run: RunDir) -> None:
+    """A picture of the triggers (``trigger_gallery.png``, a few images); a figure is no reason to fail a run."""
+    try:
+        write_gallery(pairs, poisoner, run.gallery)
+    except (DataError, OSError) as err:
+        log.warning("trigger gallery not written: %s", err)
 
 
 def build_components(cfg: ExperimentConfig, run: RunDir | None, device: torch.device) -> Components:
