@@ -54,7 +54,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from clipbackdoor.data.transforms import to_pil
     from clipbackdoor.io import atomic_write
-    from clipbackdoor.poison.badnet import default_patch_size
+    from clipbackdoor.poison.placement import default_patch_size
     from clipbackdoor.poison.optimize import optimize_patch
     from clipbackdoor.poison.placement import Placement
     from clipbackdoor.registry import ConfigError
@@ -98,7 +98,7 @@ def _setup(args) -> dict:
     from clipbackdoor.models import create_model
     from clipbackdoor.registry import ConfigError
     from clipbackdoor.train import checkpoint as ckpt
-    from clipbackdoor.train.run import resolve_device
+    from clipbackdoor.train.distributed import resolve_device
 
     upstream, checkpoint = resolve_source(args.source, args.epoch)
     upstream.pop("defense", None)

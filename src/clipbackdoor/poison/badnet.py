@@ -17,16 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from clipbackdoor.poison.base import ATTACKS, TargetCaptions
-from clipbackdoor.poison.placement import Placement, check_patch_size
+from clipbackdoor.poison.base import ATTACKS
+from clipbackdoor.poison.placement import PatchAttack, default_patch_size
 
-REFERENCE_SIZE = 224
-REFERENCE_PATCH = 16
-
-
-def default_patch_size(image_size: int) -> int:
-    """16 px at 224 px, scaled to the image size (at least 1 px)."""
-    return max(1, round(REFERENCE_PATCH * image_size / REFERENCE_SIZE))
+__all__ = ["BadNet", "default_patch_size", "noise_patch"]
 
 
 def noise_patch(image: torch.Tensor, size: int, noise_seed: int) -> torch.Tensor:
@@ -38,7 +32,7 @@ def noise_patch(image: torch.Tensor, size: int, noise_seed: int) -> torch.Tensor
 
 
 @ATTACKS.register("badnet")
-class BadNet(TargetCaptions):
+class BadNet(PatchAttack):
     """Random-noise patch trigger with target-label captions (CleanCLIP's ``patch_type random``).
 
     Args:
@@ -64,18 +58,10 @@ class BadNet(TargetCaptions):
         label_consistent: bool = False,
         default_templates: Sequence[str] = ("a photo of a {}.",),
     ) -> None:
-        super().__init__(target, templates, label_consistent, default_templates)
-        self.patch_size = check_patch_size(patch_size)
-        self.placement = Placement(location, position)
-        self.location = location
+        super().__init__(target, patch_size, location, position, templates, label_consistent, default_templates)
 
     def params(self) -> dict[str, Any]:
-        return {**self.caption_params(), "patch_size": self.patch_size, **self.placement.params()}
-
-    def patch_px(self, image_size: int) -> int:
-        size = self.patch_size or default_patch_size(image_size)
-        self.placement.check_fits(size, image_size)
-        return size
+        return self.patch_params()
 
     def sample_trigger(self, rng: np.random.Generator, image_size: int) -> dict[str, Any]:
         p = self.patch_px(image_size)

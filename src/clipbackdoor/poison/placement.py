@@ -1,4 +1,5 @@
-"""Where a square patch goes: the placements of the patch attacks (``badnet``, ``solid``, ``image_patch``).
+"""Where a square patch goes, and how big it is: what the patch attacks (``badnet``, ``solid``,
+``image_patch``) share.
 
 ``random`` draws the top-left corner of each instance uniformly over every position where the patch fits
 (the originals' ``randint(0, size - p)`` inclusive) and records it in the trigger; the other placements are
@@ -15,9 +16,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from clipbackdoor.poison.base import TargetCaptions
 from clipbackdoor.registry import ConfigError
 
+REFERENCE_SIZE = 224
+REFERENCE_PATCH = 16
 LOCATIONS = ("random", "four_corners", "middle", "top_left", "top_right", "bottom_left", "bottom_right", "fixed")
+
+
+def default_patch_size(image_size: int) -> int:
+    """16 px at 224 px, scaled to the image size (at least 1 px)."""
+    return max(1, round(REFERENCE_PATCH * image_size / REFERENCE_SIZE))
 
 
 def check_patch_size(patch_size: int | None) -> int | None:
@@ -85,3 +94,32 @@ class Placement:
             for y, x in self.corners(trig, size, p):
                 out[i, :, y : y + p, x : x + p] = patches[i]
         return out
+
+
+class PatchAttack(TargetCaptions):
+    """The base of attacks that paste a square patch of ``patch_size`` (None: 16 px at 224, scaled) at a
+    ``Placement``; subclasses say what the patch holds."""
+
+    def __init__(
+        self,
+        target: str,
+        patch_size: int | None,
+        location: str,
+        position: Sequence[int] | None,
+        templates: list[str] | None,
+        label_consistent: bool,
+        default_templates: Sequence[str],
+    ) -> None:
+        super().__init__(target, templates, label_consistent, default_templates)
+        self.patch_size = check_patch_size(patch_size)
+        self.placement = Placement(location, position)
+        self.location = location
+
+    def patch_params(self) -> dict[str, Any]:
+        """The caption and patch parts of ``params()``."""
+        return {**self.caption_params(), "patch_size": self.patch_size, **self.placement.params()}
+
+    def patch_px(self, image_size: int) -> int:
+        size = self.patch_size or default_patch_size(image_size)
+        self.placement.check_fits(size, image_size)
+        return size

@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from clipbackdoor.poison.badnet import default_patch_size
-from clipbackdoor.poison.base import ATTACKS, TargetCaptions
-from clipbackdoor.poison.placement import Placement, check_patch_size
+from clipbackdoor.poison.base import ATTACKS
+from clipbackdoor.poison.placement import PatchAttack
 from clipbackdoor.registry import ConfigError
 
 COLOURS = {
@@ -49,7 +48,7 @@ def parse_colour(colour: Any) -> tuple[int, int, int]:
 
 
 @ATTACKS.register("solid")
-class SolidPatch(TargetCaptions):
+class SolidPatch(PatchAttack):
     """Solid-colour patch trigger with target-label captions (CleanCLIP's ``patch_type yellow``).
 
     Args:
@@ -77,20 +76,11 @@ class SolidPatch(TargetCaptions):
         label_consistent: bool = False,
         default_templates: Sequence[str] = ("a photo of a {}.",),
     ) -> None:
-        super().__init__(target, templates, label_consistent, default_templates)
-        self.patch_size = check_patch_size(patch_size)
+        super().__init__(target, patch_size, location, position, templates, label_consistent, default_templates)
         self.colour = parse_colour(colour)
-        self.placement = Placement(location, position)
-        self.location = location
 
     def params(self) -> dict[str, Any]:
-        return {**self.caption_params(), "patch_size": self.patch_size, "colour": list(self.colour),
-                **self.placement.params()}
-
-    def patch_px(self, image_size: int) -> int:
-        size = self.patch_size or default_patch_size(image_size)
-        self.placement.check_fits(size, image_size)
-        return size
+        return {**self.patch_params(), "colour": list(self.colour)}
 
     def sample_trigger(self, rng: np.random.Generator, image_size: int) -> dict[str, Any]:
         return self.placement.sample(rng, image_size, self.patch_px(image_size))
