@@ -18,6 +18,20 @@ from clipbackdoor.poison.manifest import Poisoner
 from clipbackdoor.seeding import python_rng, torch_generator
 
 
+def check_global_batch(num_samples: int, batch_size: int, world_size: int, drop_last: bool = True) -> None:
+    """The global batch must fit the data at least once (when partial batches are dropped) and split
+    evenly over the processes of the job; every training loader checks this."""
+    if num_samples < batch_size and drop_last:
+        raise DataError(
+            f"the dataset has {num_samples} pairs, fewer than one batch of {batch_size} (lower train.batch_size)"
+        )
+    if batch_size % world_size:
+        raise DataError(
+            f"train.batch_size {batch_size} (the global batch) is not divisible by the {world_size} "
+            "processes of this job"
+        )
+
+
 class EpochBatchSampler:
     """Index lists of one epoch: a permutation drawn from (seed, epoch), cut into full global batches, of
     which each rank takes its contiguous slice.
@@ -30,16 +44,7 @@ class EpochBatchSampler:
 
     def __init__(self, num_samples: int, batch_size: int, seed: int, drop_last: bool = True, *,
                  rank: int = 0, world_size: int = 1) -> None:
-        if num_samples < batch_size and drop_last:
-            raise DataError(
-                f"the dataset has {num_samples} pairs, fewer than one batch of {batch_size} "
-                "(lower train.batch_size)"
-            )
-        if batch_size % world_size:
-            raise DataError(
-                f"train.batch_size {batch_size} (the global batch) is not divisible by the {world_size} "
-                "processes of this job"
-            )
+        check_global_batch(num_samples, batch_size, world_size, drop_last)
         self.num_samples, self.batch_size, self.seed, self.drop_last = num_samples, batch_size, seed, drop_last
         self.rank, self.world_size = rank, world_size
         self.epoch = 0

@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from clipbackdoor.data.errors import DataError
-from clipbackdoor.data.pipeline import assemble_batch, caption_view
+from clipbackdoor.data.pipeline import assemble_batch, caption_view, check_global_batch
 from clipbackdoor.data.webdataset import decode_image
 from clipbackdoor.seeding import python_rng, torch_generator
 
@@ -155,12 +155,7 @@ class StreamLoader:
         world_size: int = 1,
         pin_memory: bool = False,
     ) -> None:
-        if batch_size % world_size:
-            raise DataError(f"train.batch_size {batch_size} (the global batch) is not divisible by the "
-                            f"{world_size} processes of this job")
-        if len(pairs) < batch_size:
-            raise DataError(f"the dataset has {len(pairs)} pairs, fewer than one batch of {batch_size} "
-                            "(lower train.batch_size)")
+        check_global_batch(len(pairs), batch_size, world_size)
         workers = max(num_workers, 1)
         self.stream = ShardStream(
             pairs, tokenizer=tokenizer, seed=seed, local_batch=batch_size // world_size,
