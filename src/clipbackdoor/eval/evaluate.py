@@ -9,7 +9,8 @@ from clipbackdoor.config import ExperimentConfig
 from clipbackdoor.eval.runner import Evaluator
 from clipbackdoor.io import JsonlLogger, atomic_write_json
 from clipbackdoor.train import checkpoint as ckpt
-from clipbackdoor.train.run import RunDir, build_eval_parts, resolve_device
+from clipbackdoor.train.distributed import resolve_device
+from clipbackdoor.train.run import RunDir, build_eval_parts
 
 
 def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: str | Path, out_dir: str | Path | None = None) -> dict[str, Any]:

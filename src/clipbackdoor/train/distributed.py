@@ -56,16 +56,21 @@ class DistContext:
 SINGLE = DistContext()
 
 
+def resolve_device(name: str) -> torch.device:
+    """``train.device``: ``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:<i>``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
 def device_for(ctx: DistContext, requested: str) -> torch.device:
-    """The device of this rank: ``cuda:<local rank>`` when training on CUDA, else the requested device."""
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"train.device: {requested!r} requested but CUDA is not available")
-        if ctx.enabled or requested == "cuda":
-            return torch.device("cuda", ctx.local_rank if ctx.enabled else torch.cuda.current_device())
-    return torch.device(requested)
+    """The device of this rank: ``cuda:<local rank>`` in a job on CUDA, else the requested device."""
+    device = resolve_device(requested)
+    if ctx.enabled and device.type == "cuda":
+        return torch.device("cuda", ctx.local_rank)
+    return device
 
 
 def init(ctx: DistContext, device: torch.device, timeout_minutes: float = 30.0) -> None:

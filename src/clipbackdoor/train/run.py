@@ -86,14 +86,6 @@ def _differences(old: dict, new: dict, prefix: tuple[str, ...] = ()) -> list[str
     return out
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
-    return torch.device(name)
-
-
 @dataclass
 class Components:
     model: torch.nn.Module
