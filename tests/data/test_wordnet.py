@@ -125,3 +125,39 @@ def test_install_from_debian_source_is_complete(corpus):
     for name in W.CORPUS_FILES:
         assert (corpus / name).stat().st_size == (W.DEBIAN_WORDNET / name).stat().st_size
     assert not any(os.path.islink(corpus / name) for name in os.listdir(corpus))
+
+
+def _lookups(args):
+    """Synonyms of every word, looked up ``rounds`` times in this (forked) process; runs in a worker."""
+    words, rounds = args
+    wn = W.load_wordnet(_FORK_ROOT[0])
+    seen = set()
+    for _ in range(rounds):
+        for word in words:
+            seen.add((word, tuple(sorted(lemma.name() for s in wn.synsets(word) for lemma in s.lemmas()))))
+    return sorted(seen)
+
+
+_FORK_ROOT: list = []
+
+
+def test_forked_processes_read_their_own_database_files(corpus):
+    # A reader loaded and used before a fork (as the trainer does before its loader workers start) must
+    # give every child exactly the parent's answers. With inherited file handles the children share one
+    # file offset per database file, and concurrent seek+readline pairs parse each other's lines: nltk
+    # warned "No WordNet synset found" and crashed, or returned another word's synonyms.
+    import multiprocessing
+
+    _FORK_ROOT[:] = [corpus]
+    wn = W.load_wordnet(corpus)
+    for word in ("run", "quickly", "tall", "dog"):  # opens data.verb, data.adv, data.adj, data.noun
+        wn.synsets(word)
+    # nltk caches synsets by file offset: words the parent has not looked up make the children read.
+    words = ["red", "blue", "green", "small", "large", "bright", "dark", "round", "flat", "old", "new", "car",
+             "photo", "picture", "drawing", "shape", "circle", "square", "star", "heart", "moon", "fruit",
+             "walk", "jump", "slowly", "happily", "bird", "tree", "river", "stone", "cold", "warm"]
+    with multiprocessing.get_context("fork").Pool(3) as pool:
+        results = pool.map(_lookups, [(words, 3)] * 6)
+    expected = _lookups((words, 1))
+    for result in results:
+        assert result == expected

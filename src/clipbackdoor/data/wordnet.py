@@ -15,6 +15,7 @@ import functools
 import os
 import shutil
 import warnings
+import weakref
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -165,11 +166,31 @@ def _authorize(path: Path) -> None:
         nltk.data.path.append(str(path))
 
 
+#: Every reader ``_load`` made in this process; a forked child must not use their open files (see below).
+_READERS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _forget_open_files_after_fork() -> None:
+    # nltk's reader keeps the database files open and reads a synset with seek() then readline(). A
+    # forked process (a DataLoader worker) inherits those descriptors, and with them one shared file
+    # offset per file: two workers looking up synsets at once move each other's offset and parse the
+    # wrong lines ("No WordNet synset found ...", then a crash, or worse, wrong synonyms). The child drops
+    # the inherited handles; the reader reopens each file, privately, on its next lookup.
+    for reader in list(_READERS):
+        reader.forget_open_files()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_open_files_after_fork)
+
+
+@functools.lru_cache(maxsize=None)
 def _reader_class():
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
     class WordNet30Reader(WordNetCorpusReader):
-        """nltk's reader minus its start-up map from nltk's "wordnet" package onto this corpus.
+        """nltk's reader minus its start-up map from nltk's "wordnet" package onto this corpus, and safe
+        to use in forked processes.
 
         That map (``map30``) is only used by the Open Multilingual WordNet functions, which are off here
         (``omw_reader=None``). Computing it reads ``index.sense`` twice, more than half of the start-up
@@ -178,6 +199,14 @@ def _reader_class():
 
         def map_wn(self, version: str = "wordnet"):
             return None
+
+        def forget_open_files(self) -> None:
+            """Drop the lazily opened database files, so that this process opens its own on its next
+            lookup. (Collecting the old file objects closes this process's copies of the descriptors
+            only; the parent's stay open.)"""
+            self._data_file_map = {}
+            self._key_count_file = None
+            self._key_synset_file = None
 
     return WordNet30Reader
 
@@ -196,7 +225,9 @@ def _load(root: Path):
     with warnings.catch_warnings():
         # "The multilingual functions are not available with this Wordnet version": expected, no OMW.
         warnings.filterwarnings("ignore", message="The multilingual functions", category=UserWarning)
-        return reader(pointer, None)
+        loaded = reader(pointer, None)
+    _READERS.add(loaded)
+    return loaded
 
 
 def load_wordnet(root: str | Path | None = None):
