@@ -70,3 +70,16 @@ def test_a_dataset_that_cannot_be_built_exits_2_and_the_others_are_still_checked
 def test_config_errors_exit_2(tmp_path, capsys):
     assert main(["data", "check", "--split", "train", "data.train.bogus=1"]) == 2
     assert "unknown key(s) 'bogus'" in capsys.readouterr().out
+
+
+def test_bytes_that_are_not_utf8_are_counted_by_the_check_and_named_by_a_run(tmp_path, capsys):
+    train = _csv(tmp_path, ["img/0.png,a cat", "img/1.png,a dog"])
+    path = tmp_path / "train.csv"
+    path.write_bytes(path.read_bytes() + b"img/2.png,un caf\xe9\n")
+    assert main(["data", "check", "--split", "train", *train]) == 1
+    out = capsys.readouterr().out
+    assert "1  not valid UTF-8" in out and "train.csv: line 4: not valid UTF-8 (byte 0xe9)" in out
+    tiny = ["model.name=tiny-vit", "train.epochs=1", "train.batch_size=2", *SMALL_EVAL, "train.progress=false"]
+    assert main(["pretrain", "--out", str(tmp_path / "run"), *train, *tiny]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"clipbackdoor pretrain: error: {path}: line 4: not valid UTF-8 (byte 0xe9); save the file as UTF-8"]

@@ -9,7 +9,10 @@ four is kept at random. This module reproduces that code step by step, with thre
 * synonym lists are in WordNet order (first occurrence) instead of Python ``set`` order, which depends on
   the interpreter's hash seed, so a seed now fixes the output (EDA draws from those lists by position);
 * synonyms that are empty after keeping letters and spaces (the lemma "2" of "two") are dropped: EDA
-  would otherwise "replace" a word by nothing, and crash on a caption that thereby became empty.
+  would otherwise "replace" a word by nothing, and crash on a caption that thereby became empty;
+* only the first ``MAX_WORDS`` words of a caption are augmented. SR rewrites the whole caption once per
+  replaced word, so its cost grows with the square of the length: a scraped caption of 100,000 words
+  would stall a loader worker for minutes, and the text tower reads at most 77 tokens of the view anyway.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ EDA_STOP_WORDS = frozenset({
     "only", "own", "same", "so", "than", "too", "very", "s", "t", "can", "will", "just", "don", "should",
     "now",
 })  # fmt: skip
+
+#: Words of a caption that EDA augments; the rest is dropped from the view (see the module docstring).
+MAX_WORDS = 1000
 
 _NOT_LETTER_OR_SPACE = re.compile(r"[^a-z ]")
 _SPACE_RUNS = re.compile(r" +")
@@ -207,7 +213,10 @@ class EDA:
         sentence = normalize(caption)
         words = [w for w in sentence.split(" ") if w]
         if not words:
-            raise ValueError(f"EDA needs a caption with at least one letter a-z, got {caption!r}")
+            raise ValueError(f"EDA needs a caption with at least one letter a-z, got {caption[:200]!r}")
+        if len(words) > MAX_WORDS:
+            words = words[:MAX_WORDS]
+            sentence = " ".join(words)
         num = len(words)
         candidates = []
         if self.alpha_sr > 0:

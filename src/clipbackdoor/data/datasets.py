@@ -144,8 +144,9 @@ class CsvPairs:
     """A CleanCLIP-format CSV: an image path relative to the CSV's folder and a caption per row.
 
     A leading unnamed index column (written by pandas) and extra columns such as ``is_backdoor`` are
-    ignored. Rows with an empty or letter-free caption, or whose image file is missing, raise a DataError
-    naming the line, or with ``on_error: skip`` are dropped and counted. A corrupt image found while
+    ignored. Rows that are not UTF-8, have an empty or letter-free caption, an image path outside the CSV's
+    folder (unless ``allow_outside_paths``) or a missing image file raise a DataError naming the line, or
+    with ``on_error: skip`` are dropped and counted. A corrupt image found while
     training is dropped from its batch in skip mode.
 
     The CSV is streamed row by row into packed arrays (``data.strings``): a 3M-row CC3M-like index holds
@@ -164,6 +165,9 @@ class CsvPairs:
             checked with ``clipbackdoor data check``: a file missing later still fails (or, with
             ``on_error: skip``, is dropped from its batch) when its batch is loaded.
         check_threads: threads that stat the files; a network file system serves many at once.
+        allow_outside_paths: read image paths that are absolute or climb out of the CSV's folder with
+            ``..``. Off by default: a CSV from elsewhere should not make a run read arbitrary files, so such
+            rows are bad rows (an error naming the line, or skipped and counted).
         where: this section's config path, for error messages (the framework passes it).
     """
 
@@ -176,10 +180,13 @@ class CsvPairs:
         on_error: str = "raise",
         check_files: bool = True,
         check_threads: int = 16,
+        allow_outside_paths: bool = False,
         image_size: int = 224,
         where: str = "data.train",
     ) -> None:
         self.path = Path(path)
+        self.where = where
+        self.allow_outside_paths = allow_outside_paths
         self.root = self.path.parent
         self.image_size = image_size
         self.on_error = check_on_error(on_error, where)
@@ -187,7 +194,7 @@ class CsvPairs:
         self._params = dict(path=str(path), image_key=image_key, caption_key=caption_key, delimiter=delimiter)
         # Rows dropped while reading, by reason, with the first few messages (for ``validate``).
         self.problems = ProblemLog()
-        rows = read_csv_columns(self.path, (image_key, caption_key), delimiter)
+        rows = read_csv_columns(self.path, (image_key, caption_key), delimiter, undecodable_rows="yield")
         self.files, self.captions, self.lines, self.num_rows = self._index(rows, check_files, check_threads)
         self.skipped: Counter[str] = Counter(self.problems.counts)
         if self.skipped:
@@ -201,7 +208,11 @@ class CsvPairs:
         root = str(self.root)
 
         def with_stat(row):
-            return row, is_file(os.path.join(root, row[1][0].strip()))
+            file = row[1][0].strip()
+            # A path that leaves the folder is not even looked at unless the user allowed it.
+            if not self.allow_outside_paths and outside_folder(file):
+                return row, False
+            return row, is_file(os.path.join(root, file))
 
         # The stats run ahead of this loop on threads; the rows still come out in file order.
         checked = map_chunked(with_stat, rows, threads) if check_files else zip(rows, itertools.repeat(True))
@@ -210,7 +221,7 @@ class CsvPairs:
         for (line, (file, caption)), found in checked:
             num_rows += 1
             file, caption = file.strip(), caption.strip()
-            problem = _row_problem(file, caption, found, self.root)
+            problem = _row_problem(file, caption, found, self.root, self.allow_outside_paths, self.where)
             if problem:
                 reason, message = problem
                 message = f"{self.path}: line {line}: {message}"
@@ -270,32 +281,84 @@ class CsvPairs:
         return {"name": "csv", **self._params, "rows": len(self), "skipped": dict(self.skipped)}
 
 
-def _row_problem(file: str, caption: str, found: bool, root: Path) -> tuple[str, str] | None:
+def _row_problem(file: str, caption: str, found: bool, root: Path, allow_outside: bool,
+                 where: str) -> tuple[str, str] | None:
     """``(reason, message)`` of a bad row; the reason is what ``skipped`` counts."""
+    for text in (file, caption):
+        bad = undecodable(text)
+        if bad is not None:
+            return "not valid UTF-8", not_utf8_message(bad)
     if not file:
         return "empty image path", "empty image path"
+    if not allow_outside and outside_folder(file):
+        return "image path outside the CSV's folder", (
+            f"image path {file!r} is outside the CSV's folder {root} (absolute, or climbing out with '..'); "
+            f"set {where}.allow_outside_paths=true to read it"
+        )
     if not _LETTER.search(caption):
         if not caption:
             return "empty caption", "empty caption"
-        return "caption without letters", f"caption without letters {caption!r}"
+        return "caption without letters", f"caption without letters {caption[:200]!r}"
     if not found:
         return "image file not found", f"image file not found: {root / file}"
     return None
 
 
-def read_csv_columns(path: Path, columns: Sequence[str], delimiter: str) -> Iterator[tuple[int, tuple[str, ...]]]:
+def outside_folder(file: str) -> bool:
+    """Whether the image path ``file`` of a CSV row leaves the CSV's folder: absolute, or climbing out
+    with ``..`` (judged on the text; links inside the folder may point anywhere)."""
+    if os.path.isabs(file):
+        return True
+    norm = os.path.normpath(file)
+    return norm == os.pardir or norm.startswith(os.pardir + os.sep)
+
+
+#: The csv module refuses fields longer than 131,072 characters by default. Captions that long are rare but
+#: real (scraped alt text), and the tokenizer truncates them; this limit only guards memory.
+FIELD_LIMIT = 1 << 24
+#: A row whose quoted field runs over more physical lines than this is a quote left open, which would
+#: otherwise swallow the rest of the file into one caption.
+MAX_LINES_PER_ROW = 1000
+
+
+def undecodable(text: str) -> int | None:
+    """The first byte that was not valid UTF-8 in ``text`` read with ``errors="surrogateescape"``, else None."""
+    # Once per value of every row of a multi-million-row CSV: the common cases stay in C.
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:  # only the escapes cannot be encoded
+        return ord(text[err.start]) - 0xDC00
+    return None
+
+
+def not_utf8_message(byte: int) -> str:
+    return f"not valid UTF-8 (byte 0x{byte:02x}); save the file as UTF-8"
+
+
+def read_csv_columns(path: Path, columns: Sequence[str], delimiter: str, *,
+                     undecodable_rows: str = "raise") -> Iterator[tuple[int, tuple[str, ...]]]:
     """Stream ``(line number, values of columns)`` from a CSV, checking the header and each row's width.
 
-    The line number is that of the row's last physical line, as ``csv`` counts them. Blank lines are
-    skipped; a row with more fields than the header, or too few to reach a requested column, is a
-    DataError naming the line.
+    The file is read as UTF-8 (a byte-order mark is allowed). The line number is that of the row's last
+    physical line, as ``csv`` counts them. Blank lines are skipped; a row with more fields than the header,
+    or too few to reach a requested column, or whose quoted field runs on for ``MAX_LINES_PER_ROW`` lines,
+    is a DataError naming the line, and so is a header that is not UTF-8. A requested value that is not
+    UTF-8 raises too, unless ``undecodable_rows="yield"``: then the row comes out with its bad bytes as
+    surrogate escapes, which ``undecodable`` finds, for the caller to skip and count.
     """
     if not path.is_file():
         raise DataError(f"CSV file not found: {path}")
-    with open(path, newline="", encoding="utf-8") as f:
+    if csv.field_size_limit() < FIELD_LIMIT:
+        csv.field_size_limit(FIELD_LIMIT)
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
         reader = csv.reader(f, delimiter=delimiter)
         try:
             header = next(reader, [])
+            bad = next((b for b in map(undecodable, header) if b is not None), None)
+            if bad is not None:
+                raise DataError(f"{path}: line {reader.line_num}: the header is {not_utf8_message(bad)}")
             missing = [c for c in columns if c not in header]
             if missing:
                 raise DataError(
@@ -307,13 +370,25 @@ def read_csv_columns(path: Path, columns: Sequence[str], delimiter: str) -> Iter
             index = [position[c] for c in columns]
             width, needed = len(header), max(index) + 1
             pick = (lambda row: (row[index[0]],)) if len(index) == 1 else operator.itemgetter(*index)
+            previous = reader.line_num
             for row in reader:
+                if reader.line_num - previous > MAX_LINES_PER_ROW:
+                    raise DataError(
+                        f"{path}: line {previous + 1}: a quoted field runs on over {reader.line_num - previous} "
+                        "lines (a quote left open?)"
+                    )
+                previous = reader.line_num
                 if not row:
                     continue
                 if not needed <= len(row) <= width:
                     raise DataError(
                         f"{path}: line {reader.line_num}: expected {width} fields, got a different count"
                     )
-                yield reader.line_num, pick(row)
+                values = pick(row)
+                if undecodable_rows == "raise":
+                    bad = next((b for b in map(undecodable, values) if b is not None), None)
+                    if bad is not None:
+                        raise DataError(f"{path}: line {reader.line_num}: {not_utf8_message(bad)}")
+                yield reader.line_num, values
         except csv.Error as err:
             raise DataError(f"{path}: line {reader.line_num}: malformed CSV: {err}") from None

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from clipbackdoor.data.datasets import generate_split, load_image_file, read_csv_columns
+from clipbackdoor.data.datasets import generate_split, load_image_file, outside_folder, read_csv_columns
 from clipbackdoor.data.errors import DataError
 from clipbackdoor.data.registries import EVAL_DATASETS
 from clipbackdoor.data.strings import PackedStrings, StringsBuilder
@@ -136,6 +136,8 @@ class LabelsCsvClassification(_ImageFiles):
         path: the labels CSV, or the folder that holds ``labels.csv``.
         classnames: ``imagenet``, a list, a ``classes.py``, or a file with one name per line.
         templates: ``openai_imagenet``, ``simple_imagenet``, a list, a ``classes.py``, or a file.
+        allow_outside_paths: accept image paths that are absolute or climb out of the CSV's folder (off:
+            such a row is an error naming its line).
         where: this section's config path, for error messages (the framework passes it).
     """
 
@@ -147,6 +149,7 @@ class LabelsCsvClassification(_ImageFiles):
         image_key: str = "image",
         label_key: str = "label",
         delimiter: str = ",",
+        allow_outside_paths: bool = False,
         image_size: int = 224,
         where: str = "data.eval",
     ) -> None:
@@ -158,6 +161,11 @@ class LabelsCsvClassification(_ImageFiles):
         self.templates = resolve_templates(templates, where)
         files, labels, lines = StringsBuilder(), array("q"), array("q")
         for line, (file, raw) in read_csv_columns(self.path, (image_key, label_key), delimiter):
+            if not allow_outside_paths and outside_folder(file):
+                raise DataError(
+                    f"{self.path}: line {line}: image path {file!r} is outside the CSV's folder {self.root} "
+                    f"(absolute, or climbing out with '..'); set {where}.allow_outside_paths=true to read it"
+                )
             try:
                 label = int(raw)
             except ValueError:

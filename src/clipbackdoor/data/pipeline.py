@@ -120,7 +120,7 @@ def caption_view(text_augment, pairs, index: int, caption: str, *, seed: int, ep
     try:
         return text_augment(caption, python_rng(*key))
     except ValueError as err:
-        raise DataError(f"pair {index} ({pairs.sample_id(index)}): caption {caption!r}: {err}") from None
+        raise DataError(f"pair {index} ({pairs.sample_id(index)}): caption {caption[:200]!r}: {err}") from None
 
 
 def assemble_batch(indices, images, captions, dropped, poisoner, tokenizer, augment) -> dict[str, Any]:
