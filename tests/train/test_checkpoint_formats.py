@@ -174,3 +174,39 @@ def test_pretrained_is_a_local_file_or_a_cached_tag(tmp_path, monkeypatch):
     monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", cache)
     assert factory._pretrained_file("RN50-quickgelu", "openai") == cached
     assert seen == [("timm/resnet50_clip.openai", "open_clip_model.safetensors")]
+
+
+class _Payload:
+    """A pickle that runs a function when it is loaded: what a malicious checkpoint carries."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.getpid, ())
+
+
+@pytest.mark.parametrize("zipfile", [True, False], ids=["zip", "legacy"])
+def test_a_payload_is_refused_in_one_line_that_says_why_and_what_to_use(tmp_path, zipfile):
+    path = tmp_path / "epoch_3.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "x": _Payload()}, path, _use_new_zipfile_serialization=zipfile)
+    with pytest.raises(ConfigError) as err:
+        ckpt.read_weights(path)
+    message = str(err.value)
+    assert message == (
+        f"refused to unpickle {path}: it holds code or Python objects that are not allowed (posix.getpid), and "
+        "unpickling them could run arbitrary code; use a safetensors file or a plain state dict of tensors "
+        "(torch.save(model.state_dict(), ...))"
+    )
+
+
+def test_a_plain_pickle_that_torch_did_not_write_is_a_one_line_error(tmp_path):
+    import pickle
+
+    path = tmp_path / "weights.pt"
+    path.write_bytes(pickle.dumps({"x": _Payload()}, protocol=5))
+    with pytest.raises(ConfigError) as err:
+        ckpt.read_weights(path)
+    message = str(err.value)
+    assert message.startswith(f"cannot read checkpoint {path}: not a PyTorch or safetensors file, or pickled data "
+                              "the safe loader does not allow (Unsupported operand")
+    assert message.endswith("use a safetensors file or a plain state dict of tensors") and "\n" not in message

@@ -13,6 +13,8 @@ that needs any other Python object is refused, never unpickled. TorchScript arch
 from __future__ import annotations
 
 import io
+import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -58,23 +60,40 @@ def load_state(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # "Detected pickle protocol 4 ...": the load either works or fails with the error read below.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or unsafe files
         raise ConfigError(_unreadable(path, err)) from None
+
+
+#: How torch's safe unpickler names a global it refuses ("GLOBAL argparse.Namespace was not an allowed
+#: global", "unsupported GLOBAL posix.system whose module posix is blocked").
+_REFUSED_GLOBAL = re.compile(r"GLOBAL\s+([\w.]+)")
+#: Lines of torch's weights-only error that explain torch's options rather than the file.
+_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1)", "(2)",
+                "WeightsUnpickler error:")
 
 
 def _unreadable(path: Path, err: Exception) -> str:
     """torch's multi-page load errors, as one line that says what is wrong with the file."""
     text = str(err)
-    if "was not an allowed global" in text:
-        culprit = text.split("GLOBAL ", 1)[-1].split(" ", 1)[0]
-        return (f"refused to unpickle {path}: besides tensors it holds a Python object ({culprit}), and "
-                "unpickling one can run arbitrary code; save only the weights (e.g. model.state_dict())")
+    refused = _REFUSED_GLOBAL.search(text)
+    if refused:
+        return (f"refused to unpickle {path}: it holds code or Python objects that are not allowed "
+                f"({refused.group(1)}), and unpickling them could run arbitrary code; use a safetensors file "
+                "or a plain state dict of tensors (torch.save(model.state_dict(), ...))")
     if "TorchScript" in text:
         return (f"cannot read {path}: it is a TorchScript archive (like OpenAI's original CLIP files), "
                 "not plain weights; use the same model's open_clip weights (open_clip_model.safetensors)")
     detail = text.split("WeightsUnpickler error:", 1)[-1]
-    detail = next((line.strip() for line in detail.splitlines() if line.strip()), type(err).__name__)
+    lines = (line.strip() for line in detail.splitlines())
+    detail = next((line for line in lines if line and not line.startswith(_BOILERPLATE)), type(err).__name__)
+    if "Weights only load failed" in text:
+        # The safe unpickler stopped at an instruction it does not run: garbage, or a pickle made otherwise.
+        return (f"cannot read checkpoint {path}: not a PyTorch or safetensors file, or pickled data the safe "
+                f"loader does not allow ({detail[:200]}); use a safetensors file or a plain state dict of tensors")
     return f"cannot read checkpoint {path}: not a PyTorch or safetensors file, or corrupt ({detail[:200]})"
 
 
