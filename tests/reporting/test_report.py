@@ -129,3 +129,24 @@ def test_empty_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(ConfigError, match="no run directories"):
         write_report(tmp_path)
+
+
+def test_damaged_metric_lines_and_configs_are_skipped_counted_and_warned_about(runs, tmp_path_factory, caplog):
+    # A line damaged by hand or by the disk, a torn tail of a killed run and a run directory whose config
+    # cannot be read: the report is written from everything else and says what it left out.
+    before = verdict(analyse(collect_runs(runs)))
+    metrics = runs / "clean" / "mmcl" / "cleanclip-0.001" / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("\n".join([lines[0], "garbage", *lines[1:]]) + "\n" + '{"kind": "eval", "ep')
+    bad = make_run(runs, "clean/junk", evals=[(0.1, 0.1, None)])
+    (bad / "config.yaml").write_bytes(b"seed: !!python/object/apply:os.system [echo]\n")
+    odd = make_run(runs, "clean/odd", evals=[(0.1, 0.1, None)])
+    (odd / "config.yaml").write_bytes(b"train: 5\ninit: {checkpoint: x}\n")
+    problems = []
+    assert {r.name for r in collect_runs(runs, problems)} == {r.name for r in collect_runs(runs)}
+    assert verdict(analyse(collect_runs(runs))) == before
+    assert any("cleanclip-0.001/metrics.jsonl: skipped 1 line(s) that are not JSON records" in p for p in problems)
+    assert sum("unreadable config.yaml" in p for p in problems) == 2
+    report = write_report(runs, tmp_path_factory.mktemp("out"))
+    assert len(report.problems) == 3 and "skipped 1 line(s)" in report.html_path.read_text()
+    assert "unreadable config.yaml" in caplog.text

@@ -142,3 +142,42 @@ def test_non_finite_loss_stops_before_the_update_and_keeps_the_checkpoint(tmp_pa
     state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert state["position"] == {"epoch": 0, "batch": 0, "step": 0, "epoch_loss": 0.0, "dropped": 0}
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume_and_said_in_the_log(tmp_path, monkeypatch, caplog):
+    # Power lost (or the disk full) mid-write: the file ends in half a record. The resumed run must not
+    # append its next record to the fragment, and the run's records must equal an uninterrupted run's.
+    extra = ["train.checkpoint_every_steps=4"]
+    run_training(_cfg(*extra), tmp_path / "straight")
+    real = loop.forward_batch
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "forward_batch", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(_cfg(*extra), tmp_path / "resumed")
+    monkeypatch.setattr(loop, "forward_batch", real)
+    metrics = tmp_path / "resumed" / "metrics.jsonl"
+    with open(metrics, "ab") as f:
+        f.write(b'{"kind": "train", "epoch": 2, "step": 10, "lr": 0.00')
+    run_training(_cfg(*extra), tmp_path / "resumed")
+    assert _records(tmp_path / "resumed") == _records(tmp_path / "straight")
+    assert "metrics.jsonl: dropped a torn last line (52 bytes) left by an interrupted write" in caplog.text
+
+
+def test_a_damaged_metrics_line_stops_a_resume_naming_the_line(tmp_path):
+    run_training(_cfg("train.epochs=1"), tmp_path)
+    (tmp_path / "summary.json").unlink()
+    metrics = tmp_path / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    lines[2] = "tampered"
+    metrics.write_text("\n".join(lines) + "\n")
+    from clipbackdoor.errors import DataError
+
+    with pytest.raises(DataError, match=r"metrics\.jsonl: line 3 is not a JSON record"):
+        run_training(_cfg("train.epochs=1"), tmp_path)

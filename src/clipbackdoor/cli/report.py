@@ -21,4 +21,8 @@ def run(args) -> int:
     print(report.verdict)
     print()
     print(f"report: {report.html_path}")
+    if report.problems:
+        print(f"left out of the report ({len(report.problems)}; see the warnings above):")
+        for problem in report.problems:
+            print(f"  {problem}")
     return 0

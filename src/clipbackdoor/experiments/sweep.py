@@ -54,7 +54,7 @@ from typing import Any
 import yaml
 
 from clipbackdoor.config import parse_yaml_mapping
-from clipbackdoor.io import atomic_write_text, read_jsonl
+from clipbackdoor.io import atomic_write_text, scan_jsonl
 from clipbackdoor.registry import ConfigError
 
 COMMANDS = ("pretrain", "clean")
@@ -488,7 +488,9 @@ class _Scheduler:
     def _report_progress(self, running: dict[str, _Running]) -> None:
         """Print each new evaluation of a running run, so a long pre-training shows its way."""
         for r in running.values():
-            evals = [e for e in read_jsonl(self.out_dir / r.job.name / "metrics.jsonl") if e.get("kind") == "eval"]
+            # Progress lines only: a damaged line is the run's to report, not a reason to stop the sweep.
+            records = scan_jsonl(self.out_dir / r.job.name / "metrics.jsonl").records
+            evals = [e for e in records if e.get("kind") == "eval"]
             for record in evals[r.seen_evals:]:
                 if record.get("epoch", 0) > 0:
                     self.echo(f"          {r.job.name} epoch {record['epoch']}: {_fmt(record)}")

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from clipbackdoor.io import atomic_write_text, read_jsonl
+from clipbackdoor.io import atomic_write_text, scan_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class RunInfo:
     lr: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)  # hyper-parameters that tell runs apart
     cleaning_poisons: int = 0  # cleaning runs: how many of their own training pairs were poisoned
+    unreadable_lines: int = 0  # lines of metrics.jsonl that were not JSON records (skipped, warned about)
 
     @property
     def start(self) -> dict[str, Any] | None:
@@ -81,34 +82,28 @@ def find_runs(root: str | Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob("config.yaml") if (p.parent / "metrics.jsonl").is_file())
 
 
-def collect_runs(root: str | Path) -> list[RunInfo]:
-    """Every run under ``root``, with cleaning runs linked to their sources."""
+def collect_runs(root: str | Path, problems: list[str] | None = None) -> list[RunInfo]:
+    """Every run under ``root``, with cleaning runs linked to their sources.
+
+    A run whose ``config.yaml`` cannot be read is left out, and a line of a ``metrics.jsonl`` that is not a
+    JSON record is skipped; each is logged as a warning and, when ``problems`` is given, appended to it.
+    """
     root = Path(root)
+    problems = [] if problems is None else problems
     runs: dict[Path, RunInfo] = {}
     for path in find_runs(root):
         try:
-            config = yaml.safe_load((path / "config.yaml").read_text())
-        except yaml.YAMLError as err:
-            log.warning("skipping %s: unreadable config.yaml (%s)", path, err)
+            run = _read_run(path, root)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError, TypeError, ValueError) as err:
+            detail = " ".join(str(err).split())[:200]
+            problems.append(f"skipped {path}: unreadable config.yaml ({detail})")
+            log.warning("%s", problems[-1])
             continue
-        evals = _evals(path)
-        init = (config.get("init") or {}).get("checkpoint")
-        defense = config.get("defense") or {}
-        poison = config.get("poison") or {}
-        runs[path.resolve()] = RunInfo(
-            name=path.relative_to(root).as_posix() if path != root else path.name,
-            path=path,
-            config=config,
-            kind="clean" if init else "pretrain",
-            objective=objective_label(config.get("objective") or {}),
-            method=defense.get("name") if init else None,
-            seed=int(config.get("seed", 0)),
-            evals=evals,
-            complete=(path / "summary.json").is_file(),
-            poisoned=bool(poison.get("budget") or poison.get("manifest")),
-            lr=float((config.get("train") or {}).get("lr", 0.0)),
-            cleaning_poisons=_own_poisons(path, poison) if init else 0,
-        )
+        if run.unreadable_lines:
+            problems.append(f"{path / 'metrics.jsonl'}: skipped {run.unreadable_lines} line(s) that are not "
+                            "JSON records")
+            log.warning("%s", problems[-1])
+        runs[path.resolve()] = run
     for run in runs.values():
         if run.kind == "clean":
             _link_source(run, runs, root)
@@ -118,6 +113,32 @@ def collect_runs(root: str | Path) -> list[RunInfo]:
             run.poisoned = _root(run).poisoned
     _set_params(list(runs.values()))
     return sorted(runs.values(), key=lambda r: r.name)
+
+
+def _read_run(path: Path, root: Path) -> RunInfo:
+    """One run directory; a config that is not the mapping a run writes raises."""
+    config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+    if not isinstance(config, dict):
+        raise ValueError(f"expected a mapping, got {type(config).__name__}")
+    evals, unreadable = _evals(path)
+    init = (config.get("init") or {}).get("checkpoint")
+    defense = config.get("defense") or {}
+    poison = config.get("poison") or {}
+    return RunInfo(
+        name=path.relative_to(root).as_posix() if path != root else path.name,
+        path=path,
+        config=config,
+        kind="clean" if init else "pretrain",
+        objective=objective_label(config.get("objective") or {}),
+        method=defense.get("name") if init else None,
+        seed=int(config.get("seed", 0)),
+        evals=evals,
+        complete=(path / "summary.json").is_file(),
+        poisoned=bool(poison.get("budget") or poison.get("manifest")),
+        lr=float((config.get("train") or {}).get("lr", 0.0)),
+        cleaning_poisons=_own_poisons(path, poison) if init else 0,
+        unreadable_lines=unreadable,
+    )
 
 
 def _own_poisons(path: Path, poison: dict[str, Any]) -> int:
@@ -132,12 +153,20 @@ def _own_poisons(path: Path, poison: dict[str, Any]) -> int:
         return max(1, int(float(poison.get("budget") or 0)))
 
 
-def _evals(path: Path) -> list[dict[str, Any]]:
+def _evals(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The run's evaluations, one per epoch, and how many lines were not readable records (a torn last
+    line of a run still in progress or killed is not counted: the run rewrites it when it resumes)."""
+    scan = scan_jsonl(path / "metrics.jsonl")
     by_epoch: dict[int, dict[str, Any]] = {}
-    for record in read_jsonl(path / "metrics.jsonl"):
-        if record.get("kind") == "eval":
+    unreadable = len(scan.bad_lines)
+    for record in scan.records:
+        if record.get("kind") != "eval":
+            continue
+        try:
             by_epoch[int(record.get("epoch", 0))] = record  # a repeated epoch: the later record wins
-    return [by_epoch[e] for e in sorted(by_epoch)]
+        except (TypeError, ValueError):
+            unreadable += 1
+    return [by_epoch[e] for e in sorted(by_epoch)], unreadable
 
 
 def _link_source(run: RunInfo, runs: dict[Path, RunInfo], root: Path) -> None:

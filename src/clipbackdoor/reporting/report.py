@@ -21,7 +21,7 @@ import datetime
 import io
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,8 @@ class Report:
     headline: str
     verdict: str
     groups: list[GroupSummary]
+    # Run directories and metric lines that could not be read and were left out (also logged as warnings).
+    problems: list[str] = field(default_factory=list)
 
 
 # -- tables -------------------------------------------------------------------------------------------
@@ -376,7 +378,8 @@ def _pretraining_curves(runs: list[RunInfo]) -> list[dict[str, Any]]:
 def write_report(runs_dir: str | Path, out: str | Path | None = None, *, title: str | None = None) -> Report:
     runs_dir = Path(runs_dir)
     out = Path(out) if out is not None else runs_dir
-    runs = collect_runs(runs_dir)
+    problems: list[str] = []
+    runs = collect_runs(runs_dir, problems)
     if not runs:
         from clipbackdoor.registry import ConfigError
 
@@ -431,11 +434,11 @@ def write_report(runs_dir: str | Path, out: str | Path | None = None, *, title: 
         title=title or f"clipbackdoor report: {runs_dir.name}", verdict=text, sections=sections,
         config_text=config_text,
         generated=f"generated {datetime.datetime.now().isoformat(timespec='seconds')} from {len(runs)} run "
-                  f"directories under {runs_dir}",
+                  f"directories under {runs_dir}" + "".join(f"; {p}" for p in problems),
     )
     html_path = out / "report.html"
     atomic_write_text(html_path, page)
-    return Report(out, html_path, summary_md, headline, text, groups)
+    return Report(out, html_path, summary_md, headline, text, groups, problems)
 
 
 def _trigger_galleries(runs: list[RunInfo]) -> list[dict[str, Any]]:

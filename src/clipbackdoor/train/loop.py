@@ -24,7 +24,7 @@ from clipbackdoor.data.loading import build_train_loader
 from clipbackdoor.data.transforms import Normalize
 from clipbackdoor.eval.runner import Evaluator
 from clipbackdoor.eval.validation import ValidationLoss
-from clipbackdoor.io import JsonlLogger, atomic_write_json, read_jsonl, write_jsonl
+from clipbackdoor.io import JsonlLogger, atomic_write_json, drop_torn_tail, read_jsonl, write_jsonl
 from clipbackdoor.objectives import ModelOutputs, build_objective
 from clipbackdoor.seeding import derive_seed, seed_everything, torch_generator
 from clipbackdoor.train import checkpoint as ckpt
@@ -84,7 +84,9 @@ def forward_batch(model, batch, objective, normalize, image_augment, generator, 
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records written after the checkpoint we resume from, so nothing is counted twice."""
+    """Drop a torn last line (saying so in the log) and the records written after the checkpoint we resume
+    from, so nothing is counted twice; a damaged line elsewhere stops the run, naming it."""
+    drop_torn_tail(path)
     records = read_jsonl(path)
     kept = [r for r in records if r.get("step", 0) <= step]
     if len(kept) != len(records):
