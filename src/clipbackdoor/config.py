@@ -295,20 +295,50 @@ def read_yaml(path_or_name: str | Path) -> dict[str, Any]:
         text = shipped.read_text()
         origin = str(path_or_name)
     else:
-        text = path.read_text()
+        text = read_text_file(path)
         origin = str(path)
     return parse_yaml_mapping(text, origin)
 
 
+def read_text_file(path: str | Path) -> str:
+    """A UTF-8 text file; a file that cannot be read or is not UTF-8 is a ConfigError naming it."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror or err}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ConfigError(
+            f"{path}: line {line}: not valid UTF-8 (byte 0x{data[err.start]:02x}); save the file as UTF-8"
+        ) from None
+
+
 def parse_yaml_mapping(text: str, origin: str) -> dict[str, Any]:
-    """A YAML document whose top level is a mapping; anything else is a ConfigError naming ``origin``."""
+    """A YAML document whose top level is a mapping; anything else is a one-line ConfigError naming
+    ``origin`` (and the line, where YAML knows it). Tags that would build Python objects
+    (``!!python/object/apply:...``) are refused by the safe loader, never executed."""
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{origin}: invalid YAML: {err}") from None
+        raise ConfigError(f"{origin}: {_yaml_problem(err)}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{origin}: top level must be a mapping")
+        raise ConfigError(f"{origin}: top level must be a mapping, got {type(data).__name__}")
     return data
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's multi-line error, as one line: where, and what."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(err, "problem", None) or str(err)
+    context = getattr(err, "context", None)
+    text = f"{context}, {problem}" if context and problem != context else problem
+    if "constructor for the tag" in text:
+        text += " (tags that build Python objects are refused, never run)"
+    return "invalid YAML: " + where + " ".join(text.split())
 
 
 def load_config(

@@ -97,3 +97,31 @@ def test_corrupt_manifest_names_the_file(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ConfigError, match="poison_manifest.json"):
         PoisonManifest.read(tmp_path)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: [d], r"is not a manifest \(a JSON object\)"),
+    (lambda d: {**d, "samples": {"a": 1}}, r"samples must be a list"),
+    (lambda d: {**d, "num_samples": "200"}, r"num_samples must be a count"),
+    (lambda d: {**d, "attack": "badnet"}, r"attack must be a mapping with a name"),
+    (lambda d: {**d, "samples": [*d["samples"], 7]}, r"samples\[5\] is not a mapping"),
+    (lambda d: {**d, "samples": [{**d["samples"][0], "index": 999}]}, r"samples\[0\]\.index must be a new pair index in 0\.\.199, got 999"),
+    (lambda d: {**d, "samples": [d["samples"][0], d["samples"][0]]}, r"samples\[1\]\.index must be a new pair index"),
+    (lambda d: {**d, "samples": [{**d["samples"][0], "trigger": None}]}, r"samples\[0\]\.trigger must be a dict"),
+    (lambda d: {**d, "samples": [{**d["samples"][0], "caption": 3}]}, r"samples\[0\]\.caption must be a str"),
+], ids=["list", "samples-mapping", "num-samples", "attack", "sample-type", "index-range", "index-twice",
+        "trigger", "caption"])
+def test_an_edited_manifest_is_one_error_naming_the_field(tmp_path, edit, match):
+    path = tmp_path / "poison_manifest.json"
+    create_manifest(Pairs(200), BadNet(patch_size=3), 5, seed=0).write(path)
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    with pytest.raises(ConfigError, match=match) as err:
+        PoisonManifest.read(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_manifest_that_is_not_utf8_names_the_file(tmp_path):
+    path = tmp_path / "poison_manifest.json"
+    path.write_bytes(b'{"attack": "\xff"}')
+    with pytest.raises(ConfigError, match=r"poison_manifest\.json is not valid JSON"):
+        PoisonManifest.read(path)

@@ -478,8 +478,8 @@ class _Scheduler:
             run_dir = self.out_dir / name
             if r.process.exitcode == 0 and _is_complete(run_dir):
                 result.completed.append(name)
-                final = json.loads((run_dir / "summary.json").read_text()).get("final") or {}
-                self.echo(f"[{self.done_count:>3}/{self.total}] done    {name} in {seconds:.0f} s: {_fmt(final)}")
+                self.echo(f"[{self.done_count:>3}/{self.total}] done    {name} in {seconds:.0f} s: "
+                          f"{_fmt(_final_metrics(run_dir))}")
             else:
                 reason = _last_error(run_dir / "log.txt") or f"exit status {r.process.exitcode}"
                 result.failed[name] = reason
@@ -495,6 +495,15 @@ class _Scheduler:
                 if record.get("epoch", 0) > 0:
                     self.echo(f"          {r.job.name} epoch {record['epoch']}: {_fmt(record)}")
             r.seen_evals = max(r.seen_evals, len(evals))
+
+
+def _final_metrics(run_dir: Path) -> dict[str, Any]:
+    """The final evaluation in a run's summary, for the progress line ({} if it cannot be read)."""
+    try:
+        final = json.loads((run_dir / "summary.json").read_bytes()).get("final")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return final if isinstance(final, dict) else {}
 
 
 def _raise_interrupt(signum, frame):  # noqa: ARG001

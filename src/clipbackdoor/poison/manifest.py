@@ -57,14 +57,19 @@ class PoisonManifest:
         if path.is_dir():
             path = path / MANIFEST_NAME
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_bytes())
         except FileNotFoundError:
             raise ConfigError(f"poison.manifest: file not found: {path}") from None
-        except json.JSONDecodeError as err:
+        except OSError as err:
+            raise ConfigError(f"poison.manifest: cannot read {path}: {err.strerror or err}") from None
+        except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
             raise ConfigError(f"poison.manifest: {path} is not valid JSON: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"poison.manifest: {path} is not a manifest (a JSON object)")
         missing = [k for k in ("attack", "seed", "budget", "dataset", "num_samples", "samples") if k not in data]
         if missing:
             raise ConfigError(f"poison.manifest: {path} lacks {', '.join(missing)}")
+        _check_structure(data, path)
         return cls(
             attack=data["attack"], seed=data["seed"], budget=data["budget"], dataset=data["dataset"],
             num_samples=data["num_samples"], samples=data["samples"],
@@ -73,6 +78,30 @@ class PoisonManifest:
     def build_attack(self) -> Attack:
         section = {k: v for k, v in self.attack.items()}
         return ATTACKS.build(section, where="poison manifest attack")
+
+
+def _check_structure(data: dict[str, Any], path: Path) -> None:
+    """Types and ranges of a manifest read from disk, so a damaged or edited file is one error naming the
+    field and sample rather than a crash in a loader worker hours later."""
+    n = data["num_samples"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ConfigError(f"poison.manifest: {path}: num_samples must be a count, got {n!r}")
+    if not isinstance(data["attack"], dict) or "name" not in data["attack"]:
+        raise ConfigError(f"poison.manifest: {path}: attack must be a mapping with a name")
+    if not isinstance(data["samples"], list):
+        raise ConfigError(f"poison.manifest: {path}: samples must be a list")
+    seen = set()
+    for k, sample in enumerate(data["samples"]):
+        where = f"poison.manifest: {path}: samples[{k}]"
+        if not isinstance(sample, dict):
+            raise ConfigError(f"{where} is not a mapping")
+        index = sample.get("index")
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n or index in seen:
+            raise ConfigError(f"{where}.index must be a new pair index in 0..{n - 1}, got {index!r}")
+        seen.add(index)
+        for key, kind in (("id", str), ("caption", str), ("trigger", dict)):
+            if not isinstance(sample.get(key), kind):
+                raise ConfigError(f"{where}.{key} must be a {kind.__name__}, got {sample.get(key)!r}")
 
 
 def create_manifest(dataset, attack: Attack, budget: float, seed: int) -> PoisonManifest:

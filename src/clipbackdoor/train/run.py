@@ -7,6 +7,7 @@ where the training data were poisoned, and ``summary.json`` once the run is comp
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from dataclasses import dataclass
@@ -14,9 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from clipbackdoor.config import EXECUTION_KEYS, ExperimentConfig, dump_config
+from clipbackdoor.config import (
+    EXECUTION_KEYS,
+    ExperimentConfig,
+    config_from_dict,
+    dump_config,
+    parse_yaml_mapping,
+    read_text_file,
+)
 from clipbackdoor.data import registries
 from clipbackdoor.data.errors import DataError
 from clipbackdoor.io import atomic_write_text
@@ -47,21 +54,47 @@ class RunDir:
         return cls(path if path.is_dir() else path.parent.parent)
 
     def config_dict(self) -> dict[str, Any] | None:
-        """The run's resolved config as a plain dict; None if this is not a run directory."""
+        """The run's resolved config as a plain dict; None if this is not a run directory.
+
+        Raises:
+            ConfigError: naming ``config.yaml``, when it cannot be read, is not YAML, holds a tag that
+                would build a Python object (never run), or is not a config this tool could have written.
+        """
         if not self.config_path.is_file():
             return None
-        return yaml.safe_load(self.config_path.read_text())
+        data = parse_yaml_mapping(read_text_file(self.config_path), str(self.config_path))
+        try:
+            config_from_dict(copy.deepcopy(data))
+        except ConfigError as err:
+            raise ConfigError(f"{self.config_path}: not a run's config: {err}") from None
+        return data
+
+    def has_started(self) -> bool:
+        """Whether training wrote anything worth keeping: a checkpoint (the epoch-0 one comes first)."""
+        return self.checkpoints.is_dir() and any(self.checkpoints.iterdir())
 
     def write_config(self, cfg: ExperimentConfig) -> None:
-        """Write the resolved config; an existing run directory must hold the same experiment."""
-        old = self.config_dict()
+        """Write the resolved config; a run directory that has started must hold the same experiment.
+
+        A directory whose run stopped before its first checkpoint (a typo in a component key, a missing
+        file) holds no work, so a corrected command may take it over: its config is replaced and the files
+        that came from the old one (poison manifest, gallery, metrics) are removed.
+        """
+        try:
+            old = self.config_dict()
+        except ConfigError as err:
+            raise ConfigError(f"cannot use {self.path} as the run directory: {err}") from None
         if old is not None:
             diff = _differences(old, cfg.to_dict())
-            if diff:
+            if diff and self.has_started():
                 raise ConfigError(
                     f"{self.path} already holds a run with a different config ({'; '.join(diff[:5])}); "
                     "choose a new output directory or delete it"
                 )
+            if diff:
+                log.info("%s: replacing the config of a run that never started (%s)", self.path, "; ".join(diff[:5]))
+                for stale in (self.manifest, self.gallery, self.metrics, self.summary_path):
+                    stale.unlink(missing_ok=True)
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.config_path, dump_config(cfg))
 
@@ -69,7 +102,22 @@ class RunDir:
         return self.summary_path.is_file()
 
     def summary(self) -> dict[str, Any]:
-        return json.loads(self.summary_path.read_text())
+        """The summary of a complete run.
+
+        Raises:
+            ConfigError: naming ``summary.json`` when it is not a JSON object (damaged or edited).
+        """
+        try:
+            data = json.loads(self.summary_path.read_bytes())
+        except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            data = err
+        if not isinstance(data, dict):
+            detail = f": {' '.join(str(data).split())[:200]}" if isinstance(data, Exception) else ""
+            raise ConfigError(
+                f"{self.summary_path} is not a run summary{detail}; delete it and run the same command again: "
+                "the run resumes from checkpoints/last.pt (a run that kept none trains again)"
+            )
+        return data
 
 
 def _differences(old: dict, new: dict, prefix: tuple[str, ...] = ()) -> list[str]:
