@@ -66,19 +66,31 @@ class Registry(Generic[T]):
         """
         where = where or self.kind
         extra = {"where": where, **extra}
+        fn, kwargs = self._resolve(section, where)
+        params = inspect.signature(fn).parameters
+        for key, value in extra.items():
+            if key in params and key not in kwargs:
+                kwargs[key] = value
+        return fn(**kwargs)
+
+
+    def check(self, section: Mapping[str, Any] | str, where: str | None = None) -> None:
+        """The checks of ``build`` (a registered name, keys the constructor accepts) without building: no
+        data generated, no file read. Values are checked by the constructor when the run builds it."""
+        self._resolve(section, where or self.kind)
+
+    def _resolve(self, section: Mapping[str, Any] | str, where: str) -> tuple[Callable[..., T], dict[str, Any]]:
         if isinstance(section, str):
             section = {"name": section}
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"{where}: expected a mapping with a 'name', got {section!r}")
         kwargs = dict(section)
         if "name" not in kwargs:
             raise ConfigError(f"{where}: missing 'name' (one of: {', '.join(self.names())})")
         name = kwargs.pop("name")
         fn = self.get(name)
         check_kwargs(fn, kwargs, f"{where} ({name})")
-        params = inspect.signature(fn).parameters
-        for key, value in extra.items():
-            if key in params and key not in kwargs:
-                kwargs[key] = value
-        return fn(**kwargs)
+        return fn, kwargs
 
 
 def accepted_kwargs(fn: Callable[..., Any]) -> list[str]:

@@ -73,6 +73,18 @@ def test_malformed_spec_is_a_one_line_error(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["run", "dry-run"])
+def test_an_unknown_key_in_a_grid_is_one_error_before_any_run(tmp_path, capsys, dry_run):
+    spec = tiny_spec()
+    spec["stages"]["clean"]["grid"]["train.lrr"] = [1e-3]
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out"), *dry_run]) == 2
+    assert_one_line_error(capsys.readouterr().err, "sweep run clean/poisoned/mmcl_lrr-0.001",
+                          "unknown config key(s) train.lrr")
+    assert not (tmp_path / "out").exists()
+
+
 def test_unknown_sweep_name_lists_the_shipped_ones(tmp_path, capsys):
     # A mistyped shipped name must not be read as a (missing) file path without saying what exists.
     assert main(["sweep", "dmeo", "--out", str(tmp_path / "out"), "--dry-run"]) == 2

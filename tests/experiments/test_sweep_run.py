@@ -11,6 +11,7 @@ import yaml
 
 from clipbackdoor.experiments.sweep import expand, parse_spec, run_sweep
 from clipbackdoor.io import read_jsonl
+from clipbackdoor.registry import ConfigError
 from clipbackdoor.reporting.collect import INDEX_NAME, write_index
 
 # MMCL-only pre-training and cleaning need no WordNet and run in about 2 s each.
@@ -121,3 +122,17 @@ def test_devices_pin_one_run_to_each_listed_device(tmp_path):
     assert "on 2 worker(s)" in messages[0]
     with pytest.raises(Exception, match="disagree"):
         run_sweep(parse_spec(spec), tmp_path / "x", workers=3, devices=["cpu"])
+
+
+@pytest.mark.parametrize("stage, key, value, match", [
+    ("pre", "set", {"attack.patchsize": 4}, r"sweep run pre/poisoned: attack \(badnet\): unknown key\(s\) 'patchsize'"),
+    ("pre", "grid", {"train.lrr": [1e-3]}, r"sweep run pre/poisoned_lrr-0\.001: unknown config key\(s\) train\.lrr"),
+    ("clean", "set", {"defense.inmodal_wieght": 2}, r"sweep run clean/poisoned/mmcl_lr-0\.001: .*inmodal_wieght"),
+    ("clean", "set", {"data.validation.nmae": "x"}, r"sweep run clean/poisoned/mmcl_lr-0\.001: .*data\.validation"),
+], ids=["component-key", "config-key", "defense-key", "clean-dataset-key"])
+def test_an_unknown_key_stops_the_sweep_before_any_run_starts(tmp_path, stage, key, value, match):
+    spec = tiny_spec()
+    spec["stages"][stage].setdefault(key, {}).update(value)
+    with pytest.raises(ConfigError, match=match):
+        run_sweep(parse_spec(spec), tmp_path / "out", echo=lambda _: None)
+    assert not (tmp_path / "out").exists()

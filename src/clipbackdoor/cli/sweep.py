@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from clipbackdoor.experiments.sweep import expand, load_spec, run_sweep
+    from clipbackdoor.experiments.sweep import check_jobs, expand, load_spec, run_sweep
     from clipbackdoor.registry import ConfigError
     from clipbackdoor.reporting.collect import write_index
 
@@ -27,7 +27,9 @@ def run(args) -> int:
         raise ConfigError("--workers: must be >= 1")
     spec = load_spec(args.spec)
     if args.dry_run:
-        for job in expand(spec):
+        jobs = expand(spec)
+        check_jobs(jobs, args.out)
+        for job in jobs:
             source = f" (cleans {job.source})" if job.source else ""
             print(f"{job.name}{source}: {job.command} {job.config or ''} {' '.join(job.overrides)}")
         return 0

@@ -57,6 +57,19 @@ def clean_config(
 ) -> ExperimentConfig:
     """The config of a run that cleans ``source`` (a run directory or a checkpoint in one)."""
     upstream, ckpt = resolve_source(source, epoch)
+    return clean_config_from(upstream, ckpt, config, overrides, defense=defense)
+
+
+def clean_config_from(
+    upstream: dict[str, Any],
+    ckpt: str | Path,
+    config: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    defense: str | None = None,
+) -> ExperimentConfig:
+    """The config of a run that cleans checkpoint ``ckpt`` of a run whose resolved config is ``upstream``
+    (``{}`` for a checkpoint from elsewhere); the run need not exist yet (a sweep checks its runs first)."""
     # A foreign checkpoint's model, attack and evaluation set come from the config and overrides instead.
     base = {k: upstream[k] for k in INHERITED if k in upstream}
     if "data" in upstream:

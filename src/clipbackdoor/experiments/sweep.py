@@ -300,6 +300,31 @@ def job_config(job: Job, out_dir: Path, threads: int, device: str | None = None)
     return clean_config(out_dir / job.source, job.config, overrides, epoch=job.epoch)
 
 
+def check_jobs(jobs: list[Job], out_dir: str | Path) -> None:
+    """Resolve every run's config and check its component sections before any run starts, so a typo in a
+    grid or ``set`` key stops the sweep at once, naming the run and the key, instead of failing every run.
+
+    A cleaning run is checked against the config its source run will have (the source need not exist).
+    """
+    from clipbackdoor.experiments.stages import clean_config_from
+    from clipbackdoor.train.run import check_components
+
+    out_dir = Path(out_dir)
+    resolved: dict[str, Any] = {}
+    for job in jobs:
+        try:
+            if job.command == "pretrain":
+                cfg = job_config(job, out_dir, threads=1)
+            else:
+                upstream = resolved[job.source].to_dict()
+                ckpt = out_dir / job.source
+                cfg = clean_config_from(upstream, ckpt, job.config, job.overrides)
+            check_components(cfg)
+        except ConfigError as err:
+            raise ConfigError(f"sweep run {job.name}: {err}") from None
+        resolved[job.name] = cfg
+
+
 def _run_job_in_child(job: Job, out_dir: Path, threads: int, device: str | None = None) -> None:
     """Body of a worker process: everything it prints goes to the run's ``log.txt``."""
     _die_with_parent()
@@ -396,6 +421,7 @@ def run_sweep(
             raise ConfigError(f"--workers {workers} and {len(devices)} --devices disagree; give one of them")
         workers = len(devices)
     workers = workers or spec.workers
+    check_jobs(jobs, out_dir)
     with _sweep_lock(out_dir):
         atomic_write_text(out_dir / SPEC_COPY, yaml.safe_dump(spec.raw, sort_keys=False))
         return _Scheduler(jobs, out_dir, workers, spec.threads, echo, poll_seconds, devices).run()

@@ -145,6 +145,21 @@ def create_model(name: str, pretrained: str | None = None, tokenizer: dict[str, 
     return ModelBundle(model=model, tokenizer=tok, image_size=_image_size(model), name=name)
 
 
+def check_model_section(section: Mapping[str, Any], where: str = "model") -> None:
+    """The checks of ``create_model`` on a ``model`` section (a known architecture, known keys, a known
+    tokenizer) without building the model."""
+    import open_clip
+
+    from clipbackdoor.registry import check_kwargs
+
+    check_kwargs(create_model, section, where)
+    name = section.get("name")
+    if name not in _CONFIGS and name not in open_clip.list_models():
+        raise ConfigError(f"{where}.name: unknown architecture {name!r}; see `clipbackdoor list models`")
+    if section.get("tokenizer"):
+        TOKENIZERS.check(section["tokenizer"], f"{where}.tokenizer")
+
+
 def _pretrained_file(name: str, pretrained: str) -> Path:
     """The local file behind ``model.pretrained``: the path itself, or a cached open_clip tag's weights."""
     import open_clip

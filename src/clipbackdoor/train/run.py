@@ -183,6 +183,28 @@ def _write_gallery(pairs, poisoner: Poisoner, run: RunDir) -> None:
         log.warning("trigger gallery not written: %s", err)
 
 
+def check_components(cfg: ExperimentConfig) -> None:
+    """Every component section of ``cfg`` checked against its registry (names, keys) without building one:
+    what a sweep runs over each of its runs before the first starts, so a typo stops it at once."""
+    from clipbackdoor.data import augment_image, augment_text  # noqa: F401  (registration)
+    from clipbackdoor.models.factory import check_model_section
+    from clipbackdoor.objectives import build_objective
+
+    check_model_section(cfg.model)
+    sections = [
+        (registries.DATASETS, cfg.data.train, "data.train"),
+        (registries.EVAL_DATASETS, cfg.data.eval, "data.eval"),
+        (registries.TEXT_AUGMENTATIONS, cfg.data.text_augment, "data.text_augment"),
+        (registries.IMAGE_AUGMENTATIONS, cfg.data.image_augment, "data.image_augment"),
+        (ATTACKS, cfg.attack, "attack"),
+    ]
+    if cfg.data.validation:
+        sections.append((registries.DATASETS, cfg.data.validation, "data.validation"))
+    for registry, section, where in sections:
+        registry.check(section, where)
+    build_objective(cfg.objective)
+
+
 def build_components(cfg: ExperimentConfig, run: RunDir | None, device: torch.device) -> Components:
     # Importing registers the augmentations.
     from clipbackdoor.data import augment_image, augment_text  # noqa: F401
