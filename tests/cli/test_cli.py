@@ -92,3 +92,35 @@ def test_missing_wordnet_stops_mmcl_ssl_before_training_with_the_install_hint(tm
     err = capsys.readouterr().err
     assert "apt-get install wordnet-base" in err and "Traceback" not in err
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_files_that_are_not_utf8_or_not_folders_are_one_line_errors(tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_bytes(b"stages:\n  a: {command: pretrain}\n# caf\xe9\n")
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "sweep")]) == 2
+    config = tmp_path / "config.yaml"
+    config.write_bytes(b"seed: 1 # caf\xe9\n")
+    assert main(["pretrain", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    (tmp_path / "afile").write_text("x")
+    assert main(["pretrain", "--out", str(tmp_path / "afile"), *TINY]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"clipbackdoor sweep: error: {spec}: line 3: not valid UTF-8 (byte 0xe9); save the file as UTF-8",
+        f"clipbackdoor pretrain: error: {config}: line 1: not valid UTF-8 (byte 0xe9); save the file as UTF-8",
+        f"clipbackdoor pretrain: error: --out {tmp_path / 'afile'} is a file, not a run directory; choose another "
+        "output directory",
+    ]
+
+
+def test_an_os_error_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import clipbackdoor.cli.synthetic as synthetic_cli
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.png"))
+
+    monkeypatch.setattr(synthetic_cli, "run", full)
+    assert main(["synthetic", "--out", str(tmp_path), "-n", "2"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"clipbackdoor synthetic: error: No space left on device: {tmp_path / 'x.png'}"]

@@ -209,3 +209,14 @@ def test_labels_csv_refuses_outside_paths_and_bytes_that_are_not_utf8(tmp_path):
     path.write_bytes(b"image,label\nimg/0.png,0\nimg/\xff.png,0\n")
     with pytest.raises(DataError, match=r"labels\.csv: line 3: not valid UTF-8 \(byte 0xff\)"):
         LabelsCsvClassification(str(path), classnames=["cat"], templates=["a {}."])
+
+
+@pytest.mark.parametrize("delimiter", [";;", "", '"', "\n"])
+def test_a_delimiter_that_is_not_one_character_names_the_field(tmp_path, delimiter):
+    from clipbackdoor.registry import ConfigError
+
+    path = _write(tmp_path, [("img/0.png", "a cat")])
+    with pytest.raises(ConfigError, match=r"data\.train\.delimiter: must be one character"):
+        CsvPairs(str(path), delimiter=delimiter)
+    with pytest.raises(ConfigError, match=r"data\.eval\.delimiter: must be one character"):
+        LabelsCsvClassification(str(path), classnames=["cat"], templates=["a {}."], delimiter=delimiter)

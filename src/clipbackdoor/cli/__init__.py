@@ -59,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, SetupError, FloatingPointError) as err:
         print(f"clipbackdoor {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        # The file system said no (no space left, permission denied, a file where a folder should be):
+        # the message and the file it names are the whole story.
+        print(f"clipbackdoor {args.command}: error: {_os_error(err)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(
             f"clipbackdoor {args.command}: interrupted; run the same command again to resume "
@@ -66,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+
+
+def _os_error(err: OSError) -> str:
+    if err.strerror and err.filename is not None:
+        return f"{err.strerror}: {err.filename}"
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 if __name__ == "__main__":

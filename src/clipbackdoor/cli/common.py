@@ -54,6 +54,10 @@ def train_with(cfg: ExperimentConfig, out: str) -> dict[str, Any] | None:
 def log_to_file(run_dir: str | Path) -> None:
     """Mirror the log into ``<run>/log.txt`` so a run directory explains itself."""
     path = Path(run_dir)
+    if path.exists() and not path.is_dir():
+        from clipbackdoor.errors import ConfigError
+
+        raise ConfigError(f"--out {path} is a file, not a run directory; choose another output directory")
     path.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path / "log.txt")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -26,6 +26,10 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from clipbackdoor.experiments.demo import run_demo
 
+    if args.workers is not None and args.workers < 1:
+        from clipbackdoor.errors import ConfigError
+
+        raise ConfigError("--workers: must be >= 1")
     start = time.perf_counter()
     result, report = run_demo(args.out, args.preset or "default", workers=args.workers, seeds=args.seeds,
                               attack=args.attack)

@@ -66,6 +66,12 @@ def load_image_file(path: Path, size: int, where: str) -> torch.Tensor:
         raise DataError(f"{where}: cannot read image {path}: {err}") from None
 
 
+def check_delimiter(value: str, where: str) -> str:
+    if not isinstance(value, str) or len(value) != 1 or value in "\r\n\"":
+        raise ConfigError(f"{where}.delimiter: must be one character (not a quote or a newline), got {value!r}")
+    return value
+
+
 def check_on_error(value: str, where: str) -> str:
     if value not in ("raise", "skip"):
         raise ConfigError(f"{where}.on_error: must be 'raise' or 'skip', got {value!r}")
@@ -190,6 +196,7 @@ class CsvPairs:
         self.root = self.path.parent
         self.image_size = image_size
         self.on_error = check_on_error(on_error, where)
+        check_delimiter(delimiter, where)
         self.checked_files = check_files
         self._params = dict(path=str(path), image_key=image_key, caption_key=caption_key, delimiter=delimiter)
         # Rows dropped while reading, by reason, with the first few messages (for ``validate``).

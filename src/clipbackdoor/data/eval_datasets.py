@@ -20,7 +20,13 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from clipbackdoor.data.datasets import generate_split, load_image_file, outside_folder, read_csv_columns
+from clipbackdoor.data.datasets import (
+    check_delimiter,
+    generate_split,
+    load_image_file,
+    outside_folder,
+    read_csv_columns,
+)
 from clipbackdoor.data.errors import DataError
 from clipbackdoor.data.registries import EVAL_DATASETS
 from clipbackdoor.data.strings import PackedStrings, StringsBuilder
@@ -159,6 +165,7 @@ class LabelsCsvClassification(_ImageFiles):
         self.image_size = image_size
         self.classnames = resolve_classnames(classnames, where)
         self.templates = resolve_templates(templates, where)
+        check_delimiter(delimiter, where)
         files, labels, lines = StringsBuilder(), array("q"), array("q")
         for line, (file, raw) in read_csv_columns(self.path, (image_key, label_key), delimiter):
             if not allow_outside_paths and outside_folder(file):

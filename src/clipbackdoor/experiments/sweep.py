@@ -53,7 +53,7 @@ from typing import Any
 
 import yaml
 
-from clipbackdoor.config import parse_yaml_mapping
+from clipbackdoor.config import parse_yaml_mapping, read_text_file
 from clipbackdoor.io import atomic_write_text, scan_jsonl
 from clipbackdoor.registry import ConfigError
 
@@ -111,7 +111,7 @@ def read_spec(path_or_name: str | Path) -> tuple[dict[str, Any], Path | None]:
     """The spec as a dict and the folder its relative config paths are resolved against."""
     path = Path(path_or_name)
     if path.is_file():
-        text, folder, origin = path.read_text(), path.parent, str(path)
+        text, folder, origin = read_text_file(path), path.parent, str(path)
     else:
         shipped = resources.files("clipbackdoor") / "configs" / "sweeps" / f"{path_or_name}.yaml"
         if not shipped.is_file():

@@ -80,6 +80,8 @@ class RunDir:
         file) holds no work, so a corrected command may take it over: its config is replaced and the files
         that came from the old one (poison manifest, gallery, metrics) are removed.
         """
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"{self.path} is a file, not a run directory; choose another output directory")
         try:
             old = self.config_dict()
         except ConfigError as err:
