@@ -69,11 +69,12 @@ def test_sweep_runs_everything_then_skips_it(tmp_path):
 
 def test_a_failing_run_is_reported_and_blocks_only_its_dependents(tmp_path):
     spec = tiny_spec()
-    # An impossible learning rate makes the poisoned pre-training fail before its first step.
-    spec["stages"]["pre"]["grid"] = {"train.lr": {"bad": -1.0, "ok": 2e-3}}
+    # Weights that are not there make one pre-training fail as it starts (impossible values and unknown
+    # keys stop the whole sweep before any run; files are only looked at by the run that reads them).
+    spec["stages"]["pre"]["grid"] = {"model.pretrained": {"bad": str(tmp_path / "missing.safetensors"), "ok": None}}
     result = run_sweep(parse_spec(spec), tmp_path, echo=lambda m: None)
     assert set(result.failed) == {"pre/bad"}
-    assert "train.lr" in result.failed["pre/bad"]
+    assert "model.pretrained" in result.failed["pre/bad"]
     assert sorted(result.blocked) == ["clean/bad/mmcl_lr-0.001", "clean/bad/mmcl_lr-0.003"]
     assert sorted(result.completed) == ["clean/ok/mmcl_lr-0.001", "clean/ok/mmcl_lr-0.003", "pre/ok"]
 
