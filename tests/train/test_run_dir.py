@@ -4,6 +4,7 @@ whose run never started."""
 import json
 
 import pytest
+import torch
 
 from clipbackdoor.config import load_config
 from clipbackdoor.registry import ConfigError
@@ -74,3 +75,20 @@ def test_a_damaged_summary_is_one_error_that_says_what_to_do(tmp_path, text):
     (tmp_path / "summary.json").unlink()
     assert run_training(_cfg("train.epochs=0"), tmp_path)["status"] == "complete"
     assert json.loads((tmp_path / "summary.json").read_text())["final"]["epoch"] == 0
+
+
+@pytest.mark.parametrize("edit", [
+    lambda state: {k: v for k, v in state.items() if k != "position"},
+    lambda state: {**state, "position": {"epoch": 1, "surprise": 2}},
+    lambda state: {**state, "optimizer": {"state": {}, "param_groups": []}},
+    lambda state: {**state, "torch_rng": torch.zeros(3)},
+    lambda state: [1, 2, 3],
+], ids=["no-position", "bad-position", "other-optimizer", "bad-rng", "a-list"])
+def test_a_training_state_that_cannot_be_resumed_is_one_error_naming_it(tmp_path, edit):
+    run_training(_cfg("train.epochs=1"), tmp_path)
+    (tmp_path / "summary.json").unlink()
+    last = tmp_path / "checkpoints" / "last.pt"
+    torch.save(edit(torch.load(last, weights_only=True)), last)
+    with pytest.raises(ConfigError, match=r"last\.pt: not a training state this run can resume from \(.+\); "
+                                          r"restore it, or delete the run directory to start again"):
+        run_training(_cfg("train.epochs=1"), tmp_path)

@@ -181,11 +181,7 @@ class Trainer:
                     f"rank {self.ctx.rank} cannot see {self.last}, which rank 0 resumes from: the run "
                     "directory must be on a file system that every node shares"
                 )
-            state = ckpt.load_state(self.last)
-            ckpt.load_weights_into(self.model, state["model"], str(self.last))
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.pos = Position(**state["position"])
-            torch.set_rng_state(state["torch_rng"])
+            self._resume_from(ckpt.load_state(self.last))
             if self.ctx.is_main:
                 _truncate_metrics(self.run.metrics, self.pos.step)
             log.info("resuming %s at epoch %d, batch %d", self.run.path, self.pos.epoch, self.pos.batch)
@@ -206,6 +202,20 @@ class Trainer:
                     ) from None
         if self.ctx.is_main:
             self.run.metrics.unlink(missing_ok=True)
+
+    def _resume_from(self, state: Any) -> None:
+        """Load a ``last.pt`` state; one that is damaged or another program's is a one-line error."""
+        try:
+            ckpt.load_weights_into(self.model, state["model"], str(self.last))
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.pos = Position(**state["position"])
+            torch.set_rng_state(state["torch_rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            detail = f"no {err}" if isinstance(err, KeyError) else " ".join(str(err).split())[:200]
+            raise ConfigError(
+                f"{self.last}: not a training state this run can resume from ({detail}); restore it, or delete "
+                "the run directory to start again"
+            ) from None
 
     def save(self, end_of_epoch: bool) -> None:
         if not end_of_epoch:
