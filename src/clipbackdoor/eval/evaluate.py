@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,16 @@ def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: str | Path, out_dir: 
         eval_set, tokenizer, attack, seed=cfg.eval.asr_seed, draws=cfg.eval.asr_draws,
         batch_size=cfg.eval.batch_size, max_images=cfg.eval.max_images, device=device,
     )
+    start = time.perf_counter()
     metrics = evaluator(model)
+    seconds = round(time.perf_counter() - start, 3)
     if out_dir is not None:
         run = RunDir(out_dir)
         cfg.init.checkpoint = str(checkpoint)
         run.write_config(cfg)
         run.metrics.unlink(missing_ok=True)
         with JsonlLogger(run.metrics) as logger:
-            logger.log({"kind": "eval", "epoch": 0, "step": 0, **metrics})
+            logger.log({"kind": "eval", "epoch": 0, "step": 0, **metrics, "eval_seconds": seconds,
+                        "device": str(device)})
         atomic_write_json(run.summary_path, {"status": "complete", "final": metrics, "checkpoint": str(checkpoint)})
     return metrics

@@ -120,6 +120,9 @@ class Trainer:
             torch.set_num_threads(t.threads)
         self.device = distributed.device_for(ctx, t.device)
         distributed.init(ctx, self.device)
+        if ctx.is_main:
+            # train.device may say "auto": the run's log and its data record say what it resolved to.
+            log.info("%s on %s (%d process%s)", run.path, self.device, ctx.world_size, "es" if ctx.world_size > 1 else "")
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = t.tf32
             torch.backends.cudnn.allow_tf32 = t.tf32
@@ -260,7 +263,7 @@ class Trainer:
         return {"kind": "data", "epoch": 0, "step": 0, "split": "train", "rows": len(pairs),
                 "skipped_rows": sum(skipped.values()), "skipped": skipped,
                 "poisoned_pairs": len(self.c.poisoner.manifest.samples) if self.c.poisoner else 0,
-                "world_size": self.ctx.world_size}
+                "world_size": self.ctx.world_size, "device": str(self.device)}
 
     # -- training ------------------------------------------------------------------------------------
     def step(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], float]:
