@@ -41,6 +41,10 @@ def test_poison_pretrain_clean_evaluate(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "asr_top1_std" in out and "zeroshot_top1" in out
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["final"]["eval_images"] == 100
+    record = json.loads((tmp_path / "eval" / "metrics.jsonl").read_text())
+    assert record["eval_seconds"] > 0 and record["device"] == "cpu"
+    data = json.loads((tmp_path / "clean" / "metrics.jsonl").read_text().splitlines()[0])
+    assert data["kind"] == "data" and data["device"] == "cpu"  # what train.device=auto resolved to
 
 
 def test_unknown_config_key_is_a_clear_error(tmp_path, capsys):
