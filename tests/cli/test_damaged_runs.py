@@ -47,7 +47,7 @@ def test_report_skips_and_counts_a_damaged_metrics_line(finished, tmp_path, caps
     (run / "metrics.jsonl").write_text("\n".join([lines[0], '{"kind": "eval", "ep', *lines[1:]]) + "\n")
     assert main(["report", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
-    assert "left out of the report (1" in out and "metrics.jsonl: skipped 1 line(s) that are not JSON records" in out
+    assert "left out of the report (1" in out and "metrics.jsonl: skipped 1 unreadable line(s)" in out
 
 
 def test_the_corrected_command_takes_over_the_directory_of_a_run_that_failed_on_its_config(tmp_path, capsys):

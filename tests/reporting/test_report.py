@@ -137,7 +137,8 @@ def test_damaged_metric_lines_and_configs_are_skipped_counted_and_warned_about(r
     before = verdict(analyse(collect_runs(runs)))
     metrics = runs / "clean" / "mmcl" / "cleanclip-0.001" / "metrics.jsonl"
     lines = metrics.read_text().splitlines()
-    metrics.write_text("\n".join([lines[0], "garbage", *lines[1:]]) + "\n" + '{"kind": "eval", "ep')
+    edited = json.dumps({**json.loads(lines[1]), "asr_top1": None})  # a value edited into nonsense
+    metrics.write_text("\n".join([lines[0], "garbage", *lines[1:], edited]) + "\n" + '{"kind": "eval", "ep')
     bad = make_run(runs, "clean/junk", evals=[(0.1, 0.1, None)])
     (bad / "config.yaml").write_bytes(b"seed: !!python/object/apply:os.system [echo]\n")
     odd = make_run(runs, "clean/odd", evals=[(0.1, 0.1, None)])
@@ -145,8 +146,8 @@ def test_damaged_metric_lines_and_configs_are_skipped_counted_and_warned_about(r
     problems = []
     assert {r.name for r in collect_runs(runs, problems)} == {r.name for r in collect_runs(runs)}
     assert verdict(analyse(collect_runs(runs))) == before
-    assert any("cleanclip-0.001/metrics.jsonl: skipped 1 line(s) that are not JSON records" in p for p in problems)
+    assert any("cleanclip-0.001/metrics.jsonl: skipped 2 unreadable line(s)" in p for p in problems)
     assert sum("unreadable config.yaml" in p for p in problems) == 2
     report = write_report(runs, tmp_path_factory.mktemp("out"))
-    assert len(report.problems) == 3 and "skipped 1 line(s)" in report.html_path.read_text()
+    assert len(report.problems) == 3 and "skipped 2 unreadable line(s)" in report.html_path.read_text()
     assert "unreadable config.yaml" in caplog.text

@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ class RunInfo:
     lr: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)  # hyper-parameters that tell runs apart
     cleaning_poisons: int = 0  # cleaning runs: how many of their own training pairs were poisoned
-    unreadable_lines: int = 0  # lines of metrics.jsonl that were not JSON records (skipped, warned about)
+    unreadable_lines: int = 0  # lines of metrics.jsonl that could not be read (skipped, warned about)
 
     @property
     def start(self) -> dict[str, Any] | None:
@@ -100,8 +101,8 @@ def collect_runs(root: str | Path, problems: list[str] | None = None) -> list[Ru
             log.warning("%s", problems[-1])
             continue
         if run.unreadable_lines:
-            problems.append(f"{path / 'metrics.jsonl'}: skipped {run.unreadable_lines} line(s) that are not "
-                            "JSON records")
+            problems.append(f"{path / 'metrics.jsonl'}: skipped {run.unreadable_lines} unreadable line(s) (not "
+                            "a JSON record, or an evaluation whose metrics are not numbers)")
             log.warning("%s", problems[-1])
         runs[path.resolve()] = run
     for run in runs.values():
@@ -162,11 +163,27 @@ def _evals(path: Path) -> tuple[list[dict[str, Any]], int]:
     for record in scan.records:
         if record.get("kind") != "eval":
             continue
-        try:
-            by_epoch[int(record.get("epoch", 0))] = record  # a repeated epoch: the later record wins
-        except (TypeError, ValueError):
+        epoch = record.get("epoch", 0)
+        if not _is_eval_record(record):
             unreadable += 1
+            continue
+        by_epoch[epoch] = record  # a repeated epoch: the later record wins
     return [by_epoch[e] for e in sorted(by_epoch)], unreadable
+
+
+def _is_eval_record(record: dict[str, Any]) -> bool:
+    """An evaluation as the training loop writes it: a whole epoch, accuracy and ASR, and every metric
+    present a finite number (an edited value would otherwise surface as a crash deep in the analysis)."""
+    epoch = record.get("epoch", 0)
+    if isinstance(epoch, bool) or not isinstance(epoch, int):
+        return False
+    if "zeroshot_top1" not in record or "asr_top1" not in record:
+        return False
+    return all(_is_number(record[k]) for k in METRIC_COLUMNS if k in record)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _link_source(run: RunInfo, runs: dict[Path, RunInfo], root: Path) -> None:
