@@ -65,7 +65,7 @@ def test_a_run_that_has_a_checkpoint_still_refuses_another_config(tmp_path):
         run_training(_cfg("train.epochs=0", "train.lr=0.5"), tmp_path)
 
 
-@pytest.mark.parametrize("text", [b"{bad", b"[1, 2]", b"\xff\xfe", b""])
+@pytest.mark.parametrize("text", [b"{bad", b"[1, 2]", b"\xff\xfe", b"", b"{}", b'{"final": 3}'])
 def test_a_damaged_summary_is_one_error_that_says_what_to_do(tmp_path, text):
     run_training(_cfg("train.epochs=0"), tmp_path)
     (tmp_path / "summary.json").write_bytes(text)

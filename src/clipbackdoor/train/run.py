@@ -113,7 +113,7 @@ class RunDir:
             data = json.loads(self.summary_path.read_bytes())
         except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             data = err
-        if not isinstance(data, dict):
+        if not isinstance(data, dict) or not isinstance(data.get("final"), dict):
             detail = f": {' '.join(str(data).split())[:200]}" if isinstance(data, Exception) else ""
             raise ConfigError(
                 f"{self.summary_path} is not a run summary{detail}; delete it and run the same command again: "
