@@ -65,3 +65,24 @@ def test_errors_name_the_problem(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"embed_dim": 16}))
     with pytest.raises(ConfigError, match="missing vision_cfg"):
         add_model_config(tmp_path / "bad.json")
+
+
+def _shipped_architectures():
+    from importlib import resources
+
+    folder = resources.files("clipbackdoor") / "configs" / "models"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+@pytest.mark.parametrize("name", _shipped_architectures())
+def test_every_shipped_architecture_takes_a_training_step(name):
+    bundle = create_model(name)
+    model, tok, s = bundle.model, bundle.tokenizer, bundle.image_size
+    images = torch.rand(4, 3, s, s)
+    texts = tok(["a red circle", "a blue square", "a photo of a banana", "a green star on stripes"])
+    image_features, text_features, scale = model(images, texts)[:3]
+    assert image_features.shape == text_features.shape and image_features.shape[0] == 4
+    logits = scale * image_features @ text_features.T
+    loss = torch.nn.functional.cross_entropy(logits, torch.arange(4))
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in model.parameters() if p.requires_grad)
