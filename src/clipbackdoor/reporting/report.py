@@ -39,6 +39,7 @@ from clipbackdoor.reporting.analysis import (
     pretraining_runs,
 )
 from clipbackdoor.reporting.collect import GALLERY_NAME, RunInfo, collect_runs, write_index
+from clipbackdoor.reporting.headline import MARK, headline_targets, targets_markdown
 
 # Cleaning counts as successful at this ASR; at the demo's scale the clean false-positive floor for the
 # target class is a few percent, so 10 % (not the paper's 5 %) is the criterion the verdict uses.
@@ -392,7 +393,9 @@ def write_report(runs_dir: str | Path, out: str | Path | None = None, *, title: 
     summary_md = html.markdown_table(headers, rows)
     p_headers, p_rows = pretraining_table(runs)
     pre_md = html.markdown_table(p_headers, p_rows)
-    atomic_write_text(out / "summary.md", f"## Cleaning\n\n{summary_md}\n\n## Pre-training\n\n{pre_md}\n")
+    targets = headline_targets(groups)
+    atomic_write_text(out / "summary.md", f"## Cleaning\n\n{summary_md}\n\n## Pre-training\n\n{pre_md}\n\n"
+                                          f"## The paper's headline\n\n{targets_markdown(targets)}\n")
     atomic_write_text(out / "summary.csv", _csv_text(summary_csv_rows(groups)))
     atomic_write_text(out / "pareto.csv", _csv_text([
         {"pretrain_objective": g.objective, "method": g.method, "cleaning_poisons": g.poisons, "seed": s.seed,
@@ -422,6 +425,9 @@ def write_report(runs_dir: str | Path, out: str | Path | None = None, *, title: 
                  "held-out clean pairs (no trigger, no test labels)."},
         *({"kind": "image", "caption": c, "path": p} for c, p in images[:3]),
         {"kind": "table", "caption": "Pre-training", "headers": p_headers, "rows": p_rows},
+        {"kind": "table", "caption": "The paper's headline, as targets (costs net of the un-poisoned controls)",
+         "headers": ["target", "", "measured"],
+         "rows": [[t.description, MARK[t.met], t.detail] for t in targets]},
         {"kind": "image", "caption": images[3][0], "path": images[3][1]},
     ]
     galleries = _trigger_galleries(runs)
