@@ -137,3 +137,16 @@ def test_an_unknown_key_stops_the_sweep_before_any_run_starts(tmp_path, stage, k
     with pytest.raises(ConfigError, match=match):
         run_sweep(parse_spec(spec), tmp_path / "out", echo=lambda _: None)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_complete_run_made_with_another_config_stops_the_sweep(tmp_path, monkeypatch):
+    # Edit the spec and run it again into the same folder: skipping the complete runs would report results
+    # of the old spec as the new one's.
+    spec = tiny_spec(epochs=1, clean_epochs=1)
+    assert run_sweep(parse_spec(spec), tmp_path / "out", echo=lambda _: None).ok
+    monkeypatch.chdir(tmp_path)  # the same folder spelled another way is the same sweep
+    assert len(run_sweep(parse_spec(spec), "out", echo=lambda _: None).skipped) == 6
+    spec["stages"]["clean"]["set"]["train.weight_decay"] = 0.5
+    with pytest.raises(ConfigError, match=r"sweep run clean/poisoned/mmcl_lr-0\.001 is complete but was made with "
+                                          r"another config \(train\.weight_decay: 0\.1 -> 0\.5\)"):
+        run_sweep(parse_spec(spec), tmp_path / "out", echo=lambda _: None)

@@ -300,14 +300,20 @@ def job_config(job: Job, out_dir: Path, threads: int, device: str | None = None)
     return clean_config(out_dir / job.source, job.config, overrides, epoch=job.epoch)
 
 
-def check_jobs(jobs: list[Job], out_dir: str | Path) -> None:
+def check_jobs(jobs: list[Job], out_dir: str | Path) -> dict[str, Any]:
     """Resolve every run's config and check its component sections before any run starts, so a typo in a
     grid or ``set`` key stops the sweep at once, naming the run and the key, instead of failing every run.
 
     A cleaning run is checked against the config its source run will have (the source need not exist).
+    A run already complete in ``out_dir`` must have been made with its job's config: a sweep spec edited
+    since would otherwise skip it and report a stale result as the new one.
+
+    Returns:
+        ``{run name: resolved ExperimentConfig}``.
     """
     from clipbackdoor.experiments.stages import clean_config_from
-    from clipbackdoor.train.run import check_components
+    from clipbackdoor.train.checkpoint import epoch_weights_name
+    from clipbackdoor.train.run import RunDir, check_components
 
     out_dir = Path(out_dir)
     resolved: dict[str, Any] = {}
@@ -318,11 +324,22 @@ def check_jobs(jobs: list[Job], out_dir: str | Path) -> None:
             else:
                 upstream = resolved[job.source].to_dict()
                 ckpt = out_dir / job.source
+                if job.epoch is not None:
+                    ckpt = ckpt / "checkpoints" / epoch_weights_name(job.epoch)
                 cfg = clean_config_from(upstream, ckpt, job.config, job.overrides)
             check_components(cfg)
+            run = RunDir(out_dir / job.name)
+            # The checkpoint path is where the source was found (a moved or re-spelled --out is the same run).
+            stale = run.config_differences(cfg, ignore=(("init", "checkpoint"),)) if run.is_complete() else []
         except ConfigError as err:
             raise ConfigError(f"sweep run {job.name}: {err}") from None
+        if stale:
+            raise ConfigError(
+                f"sweep run {job.name} is complete but was made with another config ({'; '.join(stale[:3])}); "
+                "the spec changed since: use another --out, or delete that run directory to run it again"
+            )
         resolved[job.name] = cfg
+    return resolved
 
 
 def _run_job_in_child(job: Job, out_dir: Path, threads: int, device: str | None = None) -> None:

@@ -103,6 +103,12 @@ class RunDir:
     def is_complete(self) -> bool:
         return self.summary_path.is_file()
 
+    def config_differences(self, cfg: ExperimentConfig, ignore: tuple[tuple[str, ...], ...] = ()) -> list[str]:
+        """How the run's config differs from ``cfg`` (``key: old -> new``, execution keys and ``ignore``
+        aside); empty when they agree or there is no run here."""
+        old = self.config_dict()
+        return [] if old is None else _differences(old, cfg.to_dict(), ignore=frozenset(ignore))
+
     def summary(self) -> dict[str, Any]:
         """The summary of a complete run.
 
@@ -122,15 +128,15 @@ class RunDir:
         return data
 
 
-def _differences(old: dict, new: dict, prefix: tuple[str, ...] = ()) -> list[str]:
+def _differences(old: dict, new: dict, prefix: tuple[str, ...] = (), ignore: frozenset = frozenset()) -> list[str]:
     out = []
     for key in sorted(set(old) | set(new)):
         path = (*prefix, key)
-        if path in EXECUTION_KEYS:
+        if path in EXECUTION_KEYS or path in ignore:
             continue
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, path)
+            out += _differences(a, b, path, ignore)
         elif a != b:
             out.append(f"{'.'.join(path)}: {a!r} -> {b!r}")
     return out
