@@ -80,7 +80,8 @@ def headline_targets(groups: list[GroupSummary]) -> list[Target]:
         costs = [net_cost(s) for s in mmcl.seeds]
         known = [c for c in costs if c is not None]
         met = None if len(known) < len(costs) else all(c <= MMCL_COST for c in known)
-        detail = "net cost per seed: " + ", ".join("no control" if c is None else _points(-c) for c in costs)
+        detail = "net accuracy change per seed (points): " + ", ".join(
+            "no control" if c is None else _points(-c) for c in costs)
         targets.append(Target("mmcl_cleaned", desc, met, detail))
 
     # 3. MMCL+SSL pays more, seed by seed and beyond the spread.
