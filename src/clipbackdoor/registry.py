@@ -73,7 +73,6 @@ class Registry(Generic[T]):
                 kwargs[key] = value
         return fn(**kwargs)
 
-
     def check(self, section: Mapping[str, Any] | str, where: str | None = None) -> None:
         """The checks of ``build`` (a registered name, keys the constructor accepts) without building: no
         data generated, no file read. Values are checked by the constructor when the run builds it."""

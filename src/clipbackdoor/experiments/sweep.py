@@ -542,11 +542,12 @@ class _Scheduler:
 
 def _final_metrics(run_dir: Path) -> dict[str, Any]:
     """The final evaluation in a run's summary, for the progress line ({} if it cannot be read)."""
+    from clipbackdoor.train.run import RunDir
+
     try:
-        final = json.loads((run_dir / "summary.json").read_bytes()).get("final")
-    except (OSError, ValueError, AttributeError):
+        return RunDir(run_dir).summary()["final"]
+    except ConfigError:
         return {}
-    return final if isinstance(final, dict) else {}
 
 
 def _raise_interrupt(signum, frame):  # noqa: ARG001
