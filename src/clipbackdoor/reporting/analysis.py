@@ -13,6 +13,9 @@ for the checkpoint) applied to a model pre-trained the same way without poison. 
 change at the same epoch is the cost of fine-tuning itself, which must not be mistaken for the cost of
 removing the backdoor. Cleaning-run epoch 0 (the model before any update) is never a candidate.
 
+Models of different architectures (``model.name`` of the pre-training) are never pooled either: each
+architecture is a scale of its own, and a sweep over capacity gets one set of groups per architecture.
+
 Runs whose cleaning data were themselves poisoned (system.md 4.2, "Poisoned cleaning data") form groups of
 their own, one per number of poisons: they answer a different question and are never pooled with runs on a
 clean cleaning set. Their controls are the same runs (same poisons) applied to the un-poisoned model.
@@ -79,6 +82,7 @@ class GroupSummary:
     method: str
     seeds: list[SeedResult] = field(default_factory=list)
     poisons: int = 0  # poisoned pairs in the cleaning data (0: a clean cleaning set)
+    model: str = ""  # the pre-trained architecture (model.name)
 
 
 def _config_key(run: RunInfo) -> str:
@@ -122,21 +126,21 @@ def _pick(point: Point | None, start: dict[str, Any] | None, controls: dict[str,
 
 
 def analyse(runs: list[RunInfo]) -> list[GroupSummary]:
-    """Group the cleaning runs of poisoned models by (pre-training objective, method, poisons in the cleaning
-    data) and select models."""
+    """Group the cleaning runs of poisoned models by (architecture, pre-training objective, method, poisons in
+    the cleaning data) and select models."""
     cleaning = [r for r in runs if r.kind == "clean" and r.source is not None]
     controls: dict[tuple, dict[str, RunInfo]] = {}
     for r in cleaning:
         if not r.poisoned:
             # The config key holds poison.budget, so a control matches only runs with as many cleaning poisons.
-            controls.setdefault((r.root_objective, r.method, r.seed), {})[_config_key(r)] = r
+            controls.setdefault((r.model, r.root_objective, r.method, r.seed), {})[_config_key(r)] = r
     cells: dict[tuple, list[RunInfo]] = {}
     for r in cleaning:
         if r.poisoned:
-            cells.setdefault((r.root_objective, r.method, r.cleaning_poisons, r.seed), []).append(r)
+            cells.setdefault((r.model, r.root_objective, r.method, r.cleaning_poisons, r.seed), []).append(r)
     groups: dict[tuple, GroupSummary] = {}
-    for (objective, method, poisons, seed), members in sorted(cells.items(), key=lambda kv: _order(kv[0])):
-        ctl = controls.get((objective, method, seed), {})
+    for (model, objective, method, poisons, seed), members in sorted(cells.items(), key=lambda kv: _order(kv[0])):
+        ctl = controls.get((model, objective, method, seed), {})
         start = members[0].start
         control_start = next(iter(ctl.values())).start if ctl else None
         points = [p for r in members for p in _points(r)]
@@ -152,8 +156,8 @@ def analyse(runs: list[RunInfo]) -> list[GroupSummary]:
             [points[i] for i in pareto_front(coords)],
             min((p.asr for p in points), default=math.nan),
         )
-        groups.setdefault((objective, method, poisons),
-                          GroupSummary(objective, method, poisons=poisons)).seeds.append(result)
+        groups.setdefault((model, objective, method, poisons),
+                          GroupSummary(objective, method, poisons=poisons, model=model)).seeds.append(result)
     return list(groups.values())
 
 
@@ -162,8 +166,8 @@ _METHOD_ORDER = {"cleanclip": 0, "mmcl": 1, "ssl": 2}
 
 
 def _order(key: tuple) -> tuple:
-    objective, method, *rest = key
-    return (_OBJECTIVE_ORDER.get(objective, 9), objective, _METHOD_ORDER.get(method, 9), method or "", *rest)
+    model, objective, method, *rest = key
+    return (model, _OBJECTIVE_ORDER.get(objective, 9), objective, _METHOD_ORDER.get(method, 9), method or "", *rest)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -175,4 +179,4 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def pretraining_runs(runs: list[RunInfo]) -> list[RunInfo]:
     return sorted((r for r in runs if r.kind == "pretrain"),
-                  key=lambda r: (_OBJECTIVE_ORDER.get(r.objective, 9), not r.poisoned, r.seed, r.name))
+                  key=lambda r: (r.model, _OBJECTIVE_ORDER.get(r.objective, 9), not r.poisoned, r.seed, r.name))

@@ -60,6 +60,8 @@ class RunInfo:
     lr: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)  # hyper-parameters that tell runs apart
     cleaning_poisons: int = 0  # cleaning runs: how many of their own training pairs were poisoned
+    model: str = ""  # the architecture (model.name) of the pre-training at the root of the lineage
+    model_parameters: int | None = None  # its parameter count, as its run logged it (None: not logged)
     unreadable_lines: int = 0  # lines of metrics.jsonl that could not be read (skipped, warned about)
 
     @property
@@ -109,9 +111,12 @@ def collect_runs(root: str | Path, problems: list[str] | None = None) -> list[Ru
         if run.kind == "clean":
             _link_source(run, runs, root)
     for run in runs.values():
-        run.root_objective = _root(run).objective
+        root_run = _root(run)
+        run.root_objective = root_run.objective
+        # Cleaning keeps the architecture, so the lineage's scale is its pre-training's.
+        run.model, run.model_parameters = root_run.model, root_run.model_parameters
         if run.kind == "clean":
-            run.poisoned = _root(run).poisoned
+            run.poisoned = root_run.poisoned
     _set_params(list(runs.values()))
     return sorted(runs.values(), key=lambda r: r.name)
 
@@ -121,7 +126,7 @@ def _read_run(path: Path, root: Path) -> RunInfo:
     config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
     if not isinstance(config, dict):
         raise ValueError(f"expected a mapping, got {type(config).__name__}")
-    evals, unreadable = _evals(path)
+    evals, unreadable, parameters = _evals(path)
     init = (config.get("init") or {}).get("checkpoint")
     defense = config.get("defense") or {}
     poison = config.get("poison") or {}
@@ -139,6 +144,8 @@ def _read_run(path: Path, root: Path) -> RunInfo:
         lr=float((config.get("train") or {}).get("lr", 0.0)),
         cleaning_poisons=_own_poisons(path, poison) if init else 0,
         unreadable_lines=unreadable,
+        model=str((config.get("model") or {}).get("name", "")),
+        model_parameters=parameters,
     )
 
 
@@ -154,13 +161,19 @@ def _own_poisons(path: Path, poison: dict[str, Any]) -> int:
         return max(1, int(float(poison.get("budget") or 0)))
 
 
-def _evals(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """The run's evaluations, one per epoch, and how many lines were not readable records (a torn last
-    line of a run still in progress or killed is not counted: the run rewrites it when it resumes)."""
+def _evals(path: Path) -> tuple[list[dict[str, Any]], int, int | None]:
+    """The run's evaluations, one per epoch, how many lines were not readable records (a torn last line of
+    a run still in progress or killed is not counted: the run rewrites it when it resumes), and the model's
+    parameter count from its data record (None in runs made before it was logged)."""
     scan = scan_jsonl(path / "metrics.jsonl")
     by_epoch: dict[int, dict[str, Any]] = {}
     unreadable = len(scan.bad_lines)
+    parameters = None
     for record in scan.records:
+        if record.get("kind") == "data":
+            count = record.get("model_parameters")
+            if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+                parameters = count
         if record.get("kind") != "eval":
             continue
         epoch = record.get("epoch", 0)
@@ -168,7 +181,7 @@ def _evals(path: Path) -> tuple[list[dict[str, Any]], int]:
             unreadable += 1
             continue
         by_epoch[epoch] = record  # a repeated epoch: the later record wins
-    return [by_epoch[e] for e in sorted(by_epoch)], unreadable
+    return [by_epoch[e] for e in sorted(by_epoch)], unreadable, parameters
 
 
 def _is_eval_record(record: dict[str, Any]) -> bool:
@@ -252,6 +265,7 @@ def index_rows(runs: list[RunInfo]) -> list[dict[str, Any]]:
                 "run": run.name,
                 "kind": run.kind,
                 "pretrain_objective": run.root_objective,
+                "model": run.model,
                 "objective": run.objective,
                 "method": run.method or "",
                 "poisoned": int(run.poisoned),

@@ -268,6 +268,72 @@ def pretraining_curves(curves: Sequence[Curve], path: str | Path) -> Path:
     return _save(fig, path)
 
 
+class ScaleSeries(TypedDict):
+    """The headline at one architecture (``reporting.scale``), values per seed as fractions."""
+
+    label: str  # the architecture, with its size
+    x: float  # where it sits on the scale axis (parameters)
+    start_asr: Mapping[str, Sequence[float]]  # objective -> pre-cleaning ASR per seed
+    gaps: Sequence[float]  # MMCL+SSL's minus MMCL's net accuracy drop per seed; inf: MMCL+SSL never got there
+
+
+def scale_curve(series: Sequence[ScaleSeries], path: str | Path, *, learned: float, gap: float) -> Path:
+    """Two panels against model size: the backdoor each objective learned, and the headline's gap.
+
+    Every seed is a dot; the line joins the means and the bars are one standard deviation. A seed where
+    MMCL+SSL never got under the ASR bound has no finite gap: it is an open triangle at the top edge.
+    """
+    if not series:
+        return _save_no_data(path)
+    fig, (ax_asr, ax_gap) = _panel_figure(2, sharey=False)
+    xs = [s["x"] for s in series]
+    for i, objective in enumerate(dict.fromkeys(o for s in series for o in s["start_asr"])):
+        color, means, where = f"C{i}", [], []
+        for s in series:
+            values = [100 * v for v in s["start_asr"].get(objective, []) if _is_finite(v)]
+            ax_asr.scatter([s["x"]] * len(values), values, color=color, s=14, alpha=0.6, zorder=3)
+            if values:
+                means.append(sum(values) / len(values))
+                where.append(s["x"])
+        ax_asr.plot(where, means, color=color, marker="o", label=objective_title(objective))
+    ax_asr.axhline(100 * learned, color="grey", linestyle=":", label=f"target: ASR > {100 * learned:.0f}%")
+    ax_asr.set_ylim(*ASR_LIMITS)
+    ax_asr.set_ylabel("ASR before cleaning (%)")
+    ax_asr.set_title("Backdoor learned in pre-training")
+
+    means, spreads, where, top = [], [], [], 0.0
+    for s in series:
+        finite = [100 * g for g in s["gaps"] if _is_finite(g)]
+        if finite:
+            ax_gap.scatter([s["x"]] * len(finite), finite, color="C3", s=14, alpha=0.6, zorder=3)
+            mean = sum(finite) / len(finite)
+            sd = (sum((v - mean) ** 2 for v in finite) / (len(finite) - 1)) ** 0.5 if len(finite) > 1 else 0.0
+            means.append(mean), spreads.append(sd), where.append(s["x"])
+            top = max(top, *finite, mean + sd)
+    ax_gap.errorbar(where, means, yerr=spreads, color="C3", marker="o", capsize=4,
+                    label="gap, mean ± sd over seeds")
+    top = max(top, 100 * gap) + 3
+    never = [(s["x"], sum(math.isinf(g) for g in s["gaps"])) for s in series]
+    if any(n for _, n in never):
+        ax_gap.scatter([x for x, n in never if n], [top] * sum(1 for _, n in never if n), marker="^",
+                       facecolors="none", edgecolors="C3", s=60, zorder=3, label="MMCL+SSL never reached the bound")
+    ax_gap.axhline(100 * gap, color="grey", linestyle=":", label=f"target: gap ≥ {100 * gap:.0f} points")
+    ax_gap.axhline(0, color="black", linewidth=0.8)
+    ax_gap.set_ylabel("MMCL+SSL minus MMCL net accuracy drop (points)")
+    ax_gap.set_title("Accuracy cost of cleaning to ASR ≤ 10%")
+    # Parameter counts span decades; positions that are not sizes (a run that did not log one) stay linear.
+    log = all(x > 0 for x in xs) and len(set(xs)) == len(xs)
+    for ax in (ax_asr, ax_gap):
+        if log:
+            ax.set_xscale("log")
+        ax.set_xticks(xs, [s["label"] for s in series])
+        ax.minorticks_off()
+        ax.set_xlabel("Model (parameters, log scale)" if log else "Model")
+        ax.grid(True, alpha=0.3)
+    _figure_legend(fig, [ax_asr, ax_gap])
+    return _save(fig, path)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # helpers
 

@@ -39,13 +39,15 @@ from clipbackdoor.reporting.analysis import (
     pretraining_runs,
 )
 from clipbackdoor.reporting.collect import GALLERY_NAME, RunInfo, collect_runs, write_index
-from clipbackdoor.reporting.headline import MARK, headline_targets, targets_markdown
+from clipbackdoor.reporting.headline import GAP, LEARNED_ASR, MARK, headline_targets, targets_markdown
+from clipbackdoor.reporting.scale import parameters_text, scale_points, scale_table, scale_verdict, scales
 
 # Cleaning counts as successful at this ASR; at the demo's scale the clean false-positive floor for the
 # target class is a few percent, so 10 % (not the paper's 5 %) is the criterion the verdict uses.
 VERDICT_THRESHOLD = 0.10
 # A gap in best accuracy smaller than this many points (or than the seed spread) is not called a difference.
 MEANINGFUL_GAP = 0.02
+SCALES_DIR = "scales"  # several architectures: one whole report each, in SCALES_DIR/<model>/
 METHOD_LABELS = {"cleanclip": "CleanCLIP (MMCL+SSL)", "mmcl": "MMCL only", "ssl": "SSL only"}
 
 
@@ -155,7 +157,7 @@ def summary_csv_rows(groups: list[GroupSummary]) -> list[dict[str, Any]]:
     for g in groups:
         for s in g.seeds:
             st = s.start or {}
-            row: dict[str, Any] = {"pretrain_objective": g.objective, "method": g.method,
+            row: dict[str, Any] = {"model": g.model, "pretrain_objective": g.objective, "method": g.method,
                                    "cleaning_poisons": g.poisons, "seed": s.seed,
                                    "configs": s.runs, "evaluations": len(s.points),
                                    "poisoned_acc": st.get("zeroshot_top1"), "poisoned_asr": st.get("asr_top1"),
@@ -377,6 +379,11 @@ def _pretraining_curves(runs: list[RunInfo]) -> list[dict[str, Any]]:
 
 
 def write_report(runs_dir: str | Path, out: str | Path | None = None, *, title: str | None = None) -> Report:
+    """The report of every run under ``runs_dir``, written to ``out`` (default: ``runs_dir``).
+
+    Runs of several architectures (a sweep over ``model.name``) are never pooled: each gets a whole report of
+    its own in ``out/scales/<model>/``, and the page in ``out`` shows the headline's effect against scale.
+    """
     runs_dir = Path(runs_dir)
     out = Path(out) if out is not None else runs_dir
     problems: list[str] = []
@@ -387,6 +394,18 @@ def write_report(runs_dir: str | Path, out: str | Path | None = None, *, title: 
         raise ConfigError(f"{runs_dir}: no run directories (config.yaml + metrics.jsonl) found")
     out.mkdir(parents=True, exist_ok=True)
     write_index(out, runs)
+    title = title or f"clipbackdoor report: {runs_dir.name}"
+    models = scales(runs)
+    if len(models) <= 1:
+        return _write_page(runs, runs_dir, out, title, problems)
+    per_scale = {m: _write_page([r for r in runs if r.model == m], runs_dir, out / SCALES_DIR / m, f"{title}: {m}",
+                                problems) for m in models}
+    return _write_scale_page(runs, runs_dir, out, title, problems, per_scale)
+
+
+def _write_page(runs: list[RunInfo], runs_dir: Path, out: Path, title: str, problems: list[str]) -> Report:
+    """Tables, plots, verdict and page for runs of one architecture."""
+    out.mkdir(parents=True, exist_ok=True)
     groups = analyse(runs)
 
     headers, rows = summary_table(groups)
@@ -398,8 +417,8 @@ def write_report(runs_dir: str | Path, out: str | Path | None = None, *, title: 
                                           f"## The paper's headline\n\n{targets_markdown(targets)}\n")
     atomic_write_text(out / "summary.csv", _csv_text(summary_csv_rows(groups)))
     atomic_write_text(out / "pareto.csv", _csv_text([
-        {"pretrain_objective": g.objective, "method": g.method, "cleaning_poisons": g.poisons, "seed": s.seed,
-         "asr": p.asr, "acc": p.acc, "run": p.run.name, "epoch": p.epoch}
+        {"model": g.model, "pretrain_objective": g.objective, "method": g.method, "cleaning_poisons": g.poisons,
+         "seed": s.seed, "asr": p.asr, "acc": p.acc, "run": p.run.name, "epoch": p.epoch}
         for g in groups for s in g.seeds for p in s.front]))
 
     panels = _panels(groups, runs)
@@ -437,7 +456,7 @@ def write_report(runs_dir: str | Path, out: str | Path | None = None, *, title: 
                                  "as training saw them (each attack's trigger_gallery.png)."})
     config_text = _config_text(runs_dir, runs)
     page = html.render_html(
-        title=title or f"clipbackdoor report: {runs_dir.name}", verdict=text, sections=sections,
+        title=title, verdict=text, sections=sections,
         config_text=config_text,
         generated=f"generated {datetime.datetime.now().isoformat(timespec='seconds')} from {len(runs)} run "
                   f"directories under {runs_dir}" + "".join(f"; {p}" for p in problems),
@@ -445,6 +464,47 @@ def write_report(runs_dir: str | Path, out: str | Path | None = None, *, title: 
     html_path = out / "report.html"
     atomic_write_text(html_path, page)
     return Report(out, html_path, summary_md, headline, text, groups, problems)
+
+
+def _write_scale_page(runs: list[RunInfo], runs_dir: Path, out: Path, title: str, problems: list[str],
+                      per_scale: dict[str, Report]) -> Report:
+    """The page over several architectures: the effect against scale, then each architecture's headline
+    targets and cleaning table, each linking to its own whole report."""
+    groups = [g for r in per_scale.values() for g in r.groups]
+    points = scale_points(groups, runs)
+    headers, rows = scale_table(points)
+    series = [{"label": f"{p.model}\n{parameters_text(p.parameters)}",
+               "x": float(p.parameters) if all(q.parameters for q in points) else float(i),
+               "start_asr": {o: [v for v in vs if v is not None] for o, vs in p.start_asr.items()},
+               "gaps": p.gaps} for i, p in enumerate(points)]
+    image = plots.scale_curve(series, out / "plots" / "scale.png", learned=LEARNED_ASR, gap=GAP)
+    parts = [f"## The headline against scale\n\n{html.markdown_table(headers, rows)}\n"]
+    sections: list[dict[str, Any]] = [
+        {"kind": "image", "path": image,
+         "caption": "The headline against model size: the backdoor each objective learned (left) and how much more "
+                    "accuracy cleaning MMCL+SSL models to ASR ≤ 10% costs than MMCL models, net of controls (right)"},
+        {"kind": "table", "caption": "The headline per architecture (accuracy and ASR in %, drops in points, net of "
+         "the un-poisoned controls; one value per seed)", "headers": headers, "rows": rows}]
+    for model, report in per_scale.items():
+        parts.append(f"## {model}\n\n{report.summary_md}\n")
+        targets = next(p.targets for p in points if p.model == model)
+        sections.append({"kind": "table", "caption": f"{model}: the paper's headline, as targets",
+                         "headers": ["target", "", "measured"],
+                         "rows": [[t.description, MARK[t.met], t.detail] for t in targets],
+                         "note": f"The whole report of this architecture: {report.html_path.relative_to(out)}"})
+    atomic_write_text(out / "summary.md", "\n".join(parts))
+    atomic_write_text(out / "summary.csv", _csv_text(summary_csv_rows(groups)))
+    text = scale_verdict(points)
+    page = html.render_html(
+        title=title, verdict=text, sections=sections, config_text=_config_text(runs_dir, runs),
+        generated=f"generated {datetime.datetime.now().isoformat(timespec='seconds')} from {len(runs)} run "
+                  f"directories under {runs_dir}" + "".join(f"; {p}" for p in dict.fromkeys(problems)),
+    )
+    html_path = out / "report.html"
+    atomic_write_text(html_path, page)
+    headline = "\n\n".join([_text_table(headers, rows),
+                             *(f"{model}:\n{r.headline}" for model, r in per_scale.items())])
+    return Report(out, html_path, "\n".join(parts), headline, text, groups, list(dict.fromkeys(problems)))
 
 
 def _trigger_galleries(runs: list[RunInfo]) -> list[dict[str, Any]]:
@@ -473,6 +533,11 @@ def _headline(groups: list[GroupSummary]) -> str:
                      pm([p.point.acc for p in reached]) if reached else "not reached",
                      pm([p.delta for p in reached], signed) if reached else "–",
                      pm([p.control_delta for p in reached if p.control_delta is not None], signed)])
+    return _text_table(headers, rows)
+
+
+def _text_table(headers: list[str], rows: list[list[str]]) -> str:
+    """Columns aligned for a terminal."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*headers), fmt.format(*("-" * w for w in widths)),

@@ -263,7 +263,9 @@ class Trainer:
         return {"kind": "data", "epoch": 0, "step": 0, "split": "train", "rows": len(pairs),
                 "skipped_rows": sum(skipped.values()), "skipped": skipped,
                 "poisoned_pairs": len(self.c.poisoner.manifest.samples) if self.c.poisoner else 0,
-                "world_size": self.ctx.world_size, "device": str(self.device)}
+                "world_size": self.ctx.world_size, "device": str(self.device),
+                # The model's size, so that reports can put capacity on an axis without building the model.
+                "model": self.cfg.model.get("name"), "model_parameters": sum(p.numel() for p in self.model.parameters())}
 
     # -- training ------------------------------------------------------------------------------------
     def step(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], float]:
