@@ -87,3 +87,33 @@ def test_a_missing_control_is_never_counted_as_free(tmp_path, missing):
     shutil.rmtree(tmp_path / "clean" / f"{missing}-s0")
     t = _targets(tmp_path)
     assert t["ssl_costlier"].met is None
+
+
+def test_asr_decay_compares_the_objectives_at_each_learning_rate(tmp_path):
+    from clipbackdoor.reporting.headline import asr_decay, decay_text
+
+    for seed in (0, 1):
+        _experiment(tmp_path, seed, mmcl=-0.02, ssl=None)  # MMCL+SSL stays at ASR 0.5 after its epoch
+    decay = asr_decay(analyse(collect_runs(tmp_path)))
+    assert [(d.lr, d.epoch, d.mmcl, d.ssl) for d in decay] == [(1e-3, 1, 0.05, 0.5)]
+    assert decay_text(decay) == ("The MMCL+SSL backdoor decays more slowly than the MMCL one at every cleaning "
+                                 "learning rate (ASR of MMCL against MMCL+SSL, mean over seeds; lr 0.001: 5.0% "
+                                 "against 50.0% after 1 epoch).")
+    report = write_report(tmp_path)
+    # MMCL+SSL never gets under the bound, which meets all three targets: no pointer elsewhere.
+    assert decay_text(decay) in report.verdict and "--preset headline" not in report.verdict
+
+
+def test_a_verdict_whose_targets_are_not_met_says_which_and_where_to_look(tmp_path):
+    _experiment(tmp_path, 0, mmcl=-0.02, ssl=-0.05)  # a 3-point gap
+    verdict = write_report(tmp_path).verdict
+    assert "(learned: met; mmcl_cleaned: met; ssl_costlier: not met)" in verdict
+    assert "`clipbackdoor demo --preset headline`" in verdict
+
+
+def test_asr_decay_needs_both_objectives(tmp_path):
+    from clipbackdoor.reporting.headline import asr_decay, decay_text
+
+    _experiment(tmp_path, 0, mmcl=-0.02, ssl=-0.05)
+    groups = [g for g in analyse(collect_runs(tmp_path)) if g.objective == "MMCL"]
+    assert asr_decay(groups) == [] and decay_text([]) == ""

@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_const", const="quick", dest="preset",
                        help="smoke test in under 2 minutes (mechanics only)")
-    group.add_argument("--preset", choices=("default", "quick", "paper-mini"),
+    group.add_argument("--preset", choices=("default", "quick", "headline", "paper-mini"),
                        help="default (about 8 min on 2 cores), quick, or paper-mini (3 seeds, about 50 min)")
     p.add_argument("--seeds", type=int, nargs="+", help="pre-training seeds (default: the preset's)")
     p.add_argument("--attack", help="poison with this attack instead of BadNet (see `clipbackdoor list attacks`)")

@@ -13,7 +13,7 @@ from pathlib import Path
 from clipbackdoor.experiments.sweep import load_spec, parse_spec, run_sweep
 from clipbackdoor.registry import ConfigError
 
-PRESETS = {"default": "demo", "quick": "demo-quick", "paper-mini": "paper-mini"}
+PRESETS = {"default": "demo", "quick": "demo-quick", "headline": "headline", "paper-mini": "paper-mini"}
 
 
 def run_demo(out: str | Path, preset: str = "default", *, workers: int | None = None,

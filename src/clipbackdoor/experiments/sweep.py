@@ -471,7 +471,10 @@ class _Scheduler:
         try:
             while pending or running:
                 self._reap(running, result)
-                for job in list(pending):
+                # Jobs that build on a finished run go before fresh ones (stable otherwise): results of a
+                # whole lineage (a seed's pre-training and its cleaning) arrive early, and a sweep stopped
+                # half-way leaves whole lineages rather than many pre-trainings and no cleaning.
+                for job in sorted(pending, key=lambda j: j.source is None):
                     if len(running) >= self.workers:
                         break
                     if job.source and (job.source in result.failed or job.source in result.blocked):

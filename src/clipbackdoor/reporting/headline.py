@@ -108,6 +108,52 @@ def headline_targets(groups: list[GroupSummary]) -> list[Target]:
     return targets
 
 
+@dataclass
+class Decay:
+    """How far CleanCLIP got at one learning rate: ASR after the last epoch both objectives' runs reached."""
+
+    lr: float
+    epoch: int
+    mmcl: float  # mean over runs and seeds
+    ssl: float
+
+
+def asr_decay(groups: list[GroupSummary]) -> list[Decay]:
+    """ASR of the cleaned MMCL and MMCL+SSL models at each learning rate both were cleaned with (CleanCLIP on
+    clean cleaning sets), after the last epoch both reached: the paper's "harder to remove" at a fixed budget,
+    which a small scale can show even where the accuracy cost cannot."""
+    clean = {g.objective: g for g in groups if g.method == "cleanclip" and not g.poisons}
+    if "MMCL" not in clean or "MMCL+SSL" not in clean:
+        return []
+    asr: dict[str, dict[float, dict[int, list[float]]]] = {}
+    for objective in ("MMCL", "MMCL+SSL"):
+        by_lr = asr.setdefault(objective, {})
+        for s in clean[objective].seeds:
+            for p in s.points:
+                by_lr.setdefault(p.run.lr, {}).setdefault(p.epoch, []).append(p.asr)
+    out = []
+    for lr in sorted(set(asr["MMCL"]) & set(asr["MMCL+SSL"])):
+        epochs = set(asr["MMCL"][lr]) & set(asr["MMCL+SSL"][lr])
+        if epochs:
+            e = max(epochs)
+            out.append(Decay(lr, e, mean_std(asr["MMCL"][lr][e])[0], mean_std(asr["MMCL+SSL"][lr][e])[0]))
+    return out
+
+
+def decay_text(decay: list[Decay]) -> str:
+    """The decay comparison in one paragraph, or "" when there is nothing to compare."""
+    if not decay:
+        return ""
+    slower = sum(d.ssl > d.mmcl for d in decay)
+    lead = ("The MMCL+SSL backdoor decays more slowly than the MMCL one at every cleaning learning rate"
+            if slower == len(decay) else
+            f"The MMCL+SSL backdoor decays more slowly than the MMCL one at {slower} of {len(decay)} cleaning "
+            "learning rates")
+    pairs = "; ".join(f"lr {d.lr:g}: {100 * d.mmcl:.1f}% against {100 * d.ssl:.1f}% after {d.epoch} "
+                      f"epoch{'s' if d.epoch != 1 else ''}" for d in decay)
+    return f"{lead} (ASR of MMCL against MMCL+SSL, mean over seeds; {pairs})."
+
+
 def targets_markdown(targets: list[Target]) -> str:
     """The targets as a markdown table: target, met, detail."""
     rows = [f"| {t.description} | {MARK[t.met]} | {t.detail} |" for t in targets]

@@ -39,7 +39,15 @@ from clipbackdoor.reporting.analysis import (
     pretraining_runs,
 )
 from clipbackdoor.reporting.collect import GALLERY_NAME, RunInfo, collect_runs, write_index
-from clipbackdoor.reporting.headline import GAP, LEARNED_ASR, MARK, headline_targets, targets_markdown
+from clipbackdoor.reporting.headline import (
+    GAP,
+    LEARNED_ASR,
+    MARK,
+    asr_decay,
+    decay_text,
+    headline_targets,
+    targets_markdown,
+)
 from clipbackdoor.reporting.scale import parameters_text, scale_points, scale_table, scale_verdict, scales
 
 # Cleaning counts as successful at this ASR; at the demo's scale the clean false-positive floor for the
@@ -243,6 +251,14 @@ def verdict(groups: list[GroupSummary]) -> str:
             text += "."
         lines.append(text)
     lines.append(_comparison(clean, best))
+    decay = decay_text(asr_decay(groups))
+    if decay:
+        lines.append(decay)
+    targets = headline_targets(groups)
+    if not all(t.met for t in targets):
+        lines.append("The paper's headline, as three targets, is not met here (" + "; ".join(
+            f"{t.key}: {MARK[t.met]}" for t in targets) + "). For where it starts with model size, see "
+            "`clipbackdoor demo --preset headline` and docs/demo.md.")
     if poisoned_data:
         lines.append(poisoned_data)
     lines.append("Selection above uses the paper's oracle rule (test accuracy and the true trigger); the "
