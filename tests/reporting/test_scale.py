@@ -60,6 +60,9 @@ def test_one_point_per_architecture_with_the_gap_per_seed(tmp_path):
     assert rows[0][headers.index("parameters")] == "1.0M"
     text = scale_verdict([small, big])
     assert "exceeds MMCL's by +0.0 ± 0.0 points" in text
+    # Each architecture's ASR after cleaning, per learning rate: only the large one's MMCL+SSL backdoor lasts.
+    assert "more slowly than the MMCL one at 0 of 1 cleaning learning rates" in text.split("\n\n")[0]
+    assert "lr 0.001: 5.0% against 27.5% after 1 epoch" in text.split("\n\n")[1]
     assert text.endswith("All three targets (the paper's headline) are met at: big-clip.")
 
 

@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 
 from clipbackdoor.reporting.analysis import GroupSummary, mean_std
 from clipbackdoor.reporting.collect import RunInfo
-from clipbackdoor.reporting.headline import ASR_BOUND, MARK, Target, headline_targets, net_cost
+from clipbackdoor.reporting.headline import (
+    ASR_BOUND,
+    MARK,
+    Decay,
+    Target,
+    asr_decay,
+    decay_text,
+    headline_targets,
+    net_cost,
+)
 
 
 @dataclass
@@ -31,6 +40,7 @@ class ScalePoint:
     cost: dict[str, list[float | None]]  # objective -> net accuracy drop at ASR <= bound per seed (inf: never)
     gaps: list[float] = field(default_factory=list)  # per seed; +inf: MMCL+SSL never reached the bound
     targets: list[Target] = field(default_factory=list)
+    decay: list[Decay] = field(default_factory=list)  # ASR after cleaning, per learning rate
 
     @property
     def finite_gaps(self) -> list[float]:
@@ -54,7 +64,8 @@ def scale_points(groups: list[GroupSummary], runs: list[RunInfo]) -> list[ScaleP
         clean = {g.objective: g for g in mine if g.method == "cleanclip" and not g.poisons}
         parameters = next((r.model_parameters for r in runs if r.model == model and r.model_parameters), None)
         seeds = sorted({s.seed for g in clean.values() for s in g.seeds})
-        point = ScalePoint(model, parameters, seeds, {}, {}, {}, targets=headline_targets(mine))
+        point = ScalePoint(model, parameters, seeds, {}, {}, {}, targets=headline_targets(mine),
+                           decay=asr_decay(mine))
         for objective, g in clean.items():
             by_seed = {s.seed: s for s in g.seeds}
             point.start_acc[objective] = [(by_seed[s].start or {}).get("zeroshot_top1") if s in by_seed else None
@@ -135,6 +146,8 @@ def scale_verdict(points: list[ScalePoint]) -> str:
         else:
             text += "No gap can be computed (a cleaning group, a control or a seed is missing)."
         text += f" Targets met ({len(met)} of {len(p.targets)}): {', '.join(met) if met else 'none'}."
+        if p.decay:
+            text += " " + decay_text(p.decay)
         lines.append(text)
     all_met = [p for p in points if p.targets and all(t.met for t in p.targets)]
     if all_met:
