@@ -113,7 +113,6 @@ def scale_table(points: list[ScalePoint]) -> tuple[list[str], list[list[str]]]:
         never = len(p.gaps) - len(gaps)
         if never:
             gap += f" (+{never} seed{'s' if never > 1 else ''}: MMCL+SSL never reached)"
-        met = sum(t.met is True for t in p.targets)
         rows.append([
             p.model, parameters_text(p.parameters), str(len(p.seeds)),
             f"{_mean_pm(p.start_acc.get('MMCL', []))} / {_mean_pm(p.start_asr.get('MMCL', []))}",

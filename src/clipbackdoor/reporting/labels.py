@@ -1,0 +1,70 @@
+"""How reports name and format things: cleaning methods, percentages, a run's settings, text tables."""
+
+from __future__ import annotations
+
+import math
+
+from clipbackdoor.reporting.analysis import Pick, mean_std
+from clipbackdoor.reporting.collect import RunInfo
+
+# Cleaning counts as successful at this ASR; at the demo's scale the clean false-positive floor for the
+# target class is a few percent, so 10 % (not the paper's 5 %) is the criterion the verdict uses.
+VERDICT_THRESHOLD = 0.10
+METHOD_LABELS = {"cleanclip": "CleanCLIP (MMCL+SSL)", "mmcl": "MMCL only", "ssl": "SSL only"}
+
+
+def method_key(method: str, poisons: int) -> str:
+    """A cleaning method as figures name it; a poisoned cleaning set makes it a method of its own."""
+    return method if not poisons else f"{method} + {poisons} poison{'s' if poisons != 1 else ''}"
+
+
+def method_text(method: str, poisons: int = 0) -> str:
+    """A cleaning method as tables name it, with the number of poisons in its cleaning data if any."""
+    label = METHOD_LABELS.get(method, method)
+    return label if not poisons else f"{label}, {poisons} poison{'s' if poisons != 1 else ''} in cleaning data"
+
+
+def pct(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{100 * value:.{digits}f}"
+
+
+def signed(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "–"
+    return f"{100 * value:+.1f}"
+
+
+def pm(values: list[float | None], fmt=pct) -> str:
+    """``mean ± sd`` over seeds (just the value for one seed)."""
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    if not finite:
+        return "–"
+    mean, sd = mean_std(finite)
+    return fmt(mean) if len(values) == 1 else f"{fmt(mean)} ± {100 * sd:.1f}"
+
+
+def run_settings(run: RunInfo) -> str:
+    parts = [f"lr {run.lr:g}"]
+    parts += [f"{k.rsplit('.', 1)[-1]} {v}" for k, v in run.params.items()
+              if k not in ("train.lr", "seed", "defense.name", "poison.budget") and not k.startswith("objective.")]
+    return ", ".join(parts)
+
+
+def pick_text(pick: Pick | None, detail: bool) -> str:
+    if pick is None:
+        return "not reached"
+    p = pick.point
+    text = f"{pct(p.acc)} (ASR {pct(p.asr)})"
+    return f"{text}, {run_settings(p.run)}, ep {p.epoch}" if detail else text
+
+
+def text_table(headers: list[str], rows: list[list[str]]) -> str:
+    """Columns aligned for a terminal."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*headers), fmt.format(*("-" * w for w in widths)),
+                      *(fmt.format(*r) for r in rows)])
+
+
