@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
 def _names(what: str) -> list[str]:
     from clipbackdoor import data, defenses, objectives, poison
     from clipbackdoor.config import shipped_configs
-    from clipbackdoor.experiments.sweep import shipped_sweeps
+    from clipbackdoor.experiments.spec import shipped_sweeps
     from clipbackdoor.models import list_models
 
     table = {

@@ -53,7 +53,7 @@ def _with_attack(spec, name: str):
 
 def _set_seeds(spec, seeds: list[int]) -> None:
     """Replace the pre-training seeds (cleaning runs inherit theirs from the model they clean)."""
-    from clipbackdoor.experiments.sweep import _grid_points
+    from clipbackdoor.experiments.spec import grid_points
 
     stage = spec.stages[0]
     if stage.command != "pretrain" or stage.axes == ["run"]:
@@ -61,4 +61,4 @@ def _set_seeds(spec, seeds: list[int]) -> None:
     grid = dict(spec.raw["stages"][stage.name].get("grid", {}))
     grid["seed"] = list(seeds)
     spec.raw["stages"][stage.name]["grid"] = grid
-    stage.points, stage.axes = _grid_points(grid, f"stages.{stage.name}.grid"), list(grid)
+    stage.points, stage.axes = grid_points(grid, f"stages.{stage.name}.grid"), list(grid)

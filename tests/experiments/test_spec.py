@@ -2,7 +2,7 @@
 
 import pytest
 
-from clipbackdoor.experiments.sweep import expand, parse_spec, shipped_sweeps, load_spec
+from clipbackdoor.experiments.spec import expand, load_spec, parse_spec, shipped_sweeps
 from clipbackdoor.registry import ConfigError
 
 
@@ -69,7 +69,7 @@ def test_unknown_top_level_key_and_bad_workers():
 
 def test_shipped_sweeps_expand_and_their_configs_validate():
     # Every run of every shipped preset must resolve to a valid config, or the demo would fail midway.
-    from clipbackdoor.experiments.sweep import check_jobs
+    from clipbackdoor.experiments.jobs import check_jobs
 
     assert {"demo", "demo-quick", "paper-mini"} <= set(shipped_sweeps())
     for name in shipped_sweeps():
