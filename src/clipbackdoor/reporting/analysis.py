@@ -34,6 +34,7 @@ from clipbackdoor.reporting.collect import RunInfo
 from clipbackdoor.reporting.frontier import argmin, best_at_threshold, pareto_front
 
 THRESHOLDS = (0.01, 0.05, 0.10)
+CONFIG_THRESHOLD = 0.10
 # Keys that never change what a cleaning run computes, ignored when matching a run to its control.
 _EXECUTION = EXECUTION_KEYS | {("train", "log_every"), ("init", "checkpoint")}
 
@@ -58,6 +59,16 @@ class Pick:
 
 
 @dataclass
+class ConfigResult:
+    """One cleaning configuration (a run: its learning rate, epochs, ...) of one seed, on its own."""
+
+    lr: float
+    final_asr: float  # after the run's last evaluated epoch
+    min_asr: float
+    best: Pick | None  # best accuracy at ASR <= CONFIG_THRESHOLD over the run's epochs
+
+
+@dataclass
 class SeedResult:
     """One (pre-training objective, cleaning method, seed) cell."""
 
@@ -72,6 +83,9 @@ class SeedResult:
     defender: Pick | None
     front: list[Point]
     min_asr: float
+    # Per configuration, keyed by the run folder's own name (its settings in a sweep: "cleanclip_lr-0.001"),
+    # which poisoned models, controls and seeds share.
+    configs: dict[str, ConfigResult] = field(default_factory=dict)
 
 
 @dataclass
@@ -155,10 +169,23 @@ def analyse(runs: list[RunInfo]) -> list[GroupSummary]:
             _pick(points[d] if d is not None else None, start, ctl),
             [points[i] for i in pareto_front(coords)],
             min((p.asr for p in points), default=math.nan),
+            {config_name(r): _config_result(r, start, ctl) for r in members},
         )
         groups.setdefault((model, objective, method, poisons),
                           GroupSummary(objective, method, poisons=poisons, model=model)).seeds.append(result)
     return list(groups.values())
+
+
+def config_name(run: RunInfo) -> str:
+    """A cleaning run's configuration as the sweep named its folder (the same for every source it cleans)."""
+    return run.name.rsplit("/", 1)[-1]
+
+
+def _config_result(run: RunInfo, start: dict[str, Any] | None, controls: dict[str, RunInfo]) -> ConfigResult:
+    points = _points(run)
+    i = best_at_threshold([(p.asr, p.acc) for p in points], CONFIG_THRESHOLD)
+    return ConfigResult(run.lr, points[-1].asr if points else math.nan, min((p.asr for p in points), default=math.nan),
+                        _pick(points[i] if i is not None else None, start, controls))
 
 
 _OBJECTIVE_ORDER = {"MMCL": 0, "MMCL+SSL": 1, "SSL": 2}

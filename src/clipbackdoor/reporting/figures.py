@@ -48,7 +48,8 @@ def trajectories(groups: list[GroupSummary], top: int = 3) -> dict[str, list[dic
                         ranked.append((max(ok), pts[0].run, g))
         ranked.sort(key=lambda x: -x[0])
         out[objective] = [{
-            "label": f"{method_text(g.method, g.poisons)}, {run_settings(run)}", "method": method_key(g.method, g.poisons),
+            "label": f"{method_text(g.method, g.poisons)}, {run_settings(run)}",
+            "method": method_key(g.method, g.poisons),
             "points": [(int(e["epoch"]), float(e["asr_top1"]), float(e["zeroshot_top1"]))
                        for e in trajectory_evals(run)],
         } for _, run, g in ranked[:top]]

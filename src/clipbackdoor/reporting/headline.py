@@ -93,7 +93,8 @@ def headline_targets(groups: list[GroupSummary]) -> list[Target]:
         by_seed = {s.seed: net_cost(s) for s in mmcl.seeds}
         pairs = [(by_seed.get(s.seed), net_cost(s)) for s in ssl.seeds]
         if not pairs or set(by_seed) != {s.seed for s in ssl.seeds} or any(None in p for p in pairs):
-            targets.append(Target("ssl_costlier", desc, None, "needs both objectives, with controls, for the same seeds"))
+            targets.append(Target("ssl_costlier", desc, None,
+                                  "needs both objectives, with controls, for the same seeds"))
         else:
             # A seed whose MMCL model never reached the bound cannot show MMCL+SSL paying more: -inf.
             gaps = [-math.inf if math.isinf(a) else math.inf if math.isinf(b) else b - a for a, b in pairs]

@@ -31,7 +31,14 @@ from clipbackdoor.reporting.collect import GALLERY_NAME, RunInfo, collect_runs, 
 from clipbackdoor.reporting.headline import GAP, LEARNED_ASR, MARK, headline_targets, targets_markdown
 from clipbackdoor.reporting.labels import text_table
 from clipbackdoor.reporting.scale import parameters_text, scale_points, scale_table, scale_verdict, scales
-from clipbackdoor.reporting.tables import csv_text, headline_table, pretraining_table, summary_csv_rows, summary_table
+from clipbackdoor.reporting.tables import (
+    config_table,
+    csv_text,
+    headline_table,
+    pretraining_table,
+    summary_csv_rows,
+    summary_table,
+)
 from clipbackdoor.reporting.verdict import verdict
 
 SCALES_DIR = "scales"  # several architectures: one whole report each, in SCALES_DIR/<model>/
@@ -84,8 +91,10 @@ def _write_page(runs: list[RunInfo], runs_dir: Path, out: Path, title: str, prob
     summary_md = html.markdown_table(headers, rows)
     p_headers, p_rows = pretraining_table(runs)
     pre_md = html.markdown_table(p_headers, p_rows)
+    c_headers, c_rows = config_table(groups)
+    per_config = f"## Cleaning, per configuration\n\n{html.markdown_table(c_headers, c_rows)}\n\n" if c_rows else ""
     targets = headline_targets(groups)
-    atomic_write_text(out / "summary.md", f"## Cleaning\n\n{summary_md}\n\n## Pre-training\n\n{pre_md}\n\n"
+    atomic_write_text(out / "summary.md", f"## Cleaning\n\n{summary_md}\n\n{per_config}## Pre-training\n\n{pre_md}\n\n"
                                           f"## The paper's headline\n\n{targets_markdown(targets)}\n")
     atomic_write_text(out / "summary.csv", csv_text(summary_csv_rows(groups)))
     atomic_write_text(out / "pareto.csv", csv_text([
@@ -114,6 +123,9 @@ def _write_page(runs: list[RunInfo], runs_dir: Path, out: Path, title: str, prob
                  "Δacc: change from the poisoned model. control Δacc: the same cleaning run applied to an "
                  "un-poisoned model, at the same epoch. defender pick: the checkpoint with the lowest loss on "
                  "held-out clean pairs (no trigger, no test labels)."},
+        *([{"kind": "table", "caption": "Cleaning, per configuration (mean ± sd over seeds)", "headers": c_headers,
+            "rows": c_rows, "note": "Each configuration on its own, over its evaluated epochs: the table above "
+                                    "takes the best over all of them."}] if c_rows else []),
         *({"kind": "image", "caption": c, "path": p} for c, p in images[:3]),
         {"kind": "table", "caption": "Pre-training", "headers": p_headers, "rows": p_rows},
         {"kind": "table", "caption": "The paper's headline, as targets (costs net of the un-poisoned controls)",

@@ -134,7 +134,8 @@ def scale_verdict(points: list[ScalePoint]) -> str:
         met = [t.key for t in p.targets if t.met]
         learned = ", ".join(f"{o} {_mean_pm(p.start_asr.get(o, []))}%" for o in ("MMCL", "MMCL+SSL")
                             if o in p.start_asr)
-        text = f"{p.model} ({parameters_text(p.parameters)} parameters, {len(p.seeds)} seed(s)): ASR before cleaning {learned or '–'}. "
+        text = (f"{p.model} ({parameters_text(p.parameters)} parameters, {len(p.seeds)} seed(s)): "
+                f"ASR before cleaning {learned or '–'}. ")
         if gaps:
             mean, sd = mean_std(gaps)
             text += (f"MMCL+SSL's net accuracy drop at ASR ≤ {ASR_BOUND:.0%} exceeds MMCL's by {100 * mean:+.1f}"

@@ -6,7 +6,7 @@ import csv
 import io
 from typing import Any
 
-from clipbackdoor.reporting.analysis import THRESHOLDS, GroupSummary, pretraining_runs
+from clipbackdoor.reporting.analysis import CONFIG_THRESHOLD, THRESHOLDS, GroupSummary, pretraining_runs
 from clipbackdoor.reporting.collect import RunInfo
 from clipbackdoor.reporting.labels import VERDICT_THRESHOLD, method_text, pct, pick_text, pm, signed, text_table
 
@@ -111,3 +111,30 @@ def headline_table(groups: list[GroupSummary]) -> str:
     return text_table(headers, rows)
 
 
+
+
+CONFIG_HEADERS = ["pre-training", "cleaning", "configuration", "seeds", "ASR after the last epoch", "lowest ASR",
+                  f"best acc @ASR≤{CONFIG_THRESHOLD:.0%}", "Δacc", "control Δacc"]
+
+
+def config_table(groups: list[GroupSummary]) -> tuple[list[str], list[list[str]]]:
+    """Each cleaning configuration on its own (mean ± sd over seeds): the summary table takes the best over
+    all of them, which hides how each learning rate, budget or weight did. No rows when every group was
+    cleaned one way only."""
+    if all(len({c for s in g.seeds for c in s.configs}) <= 1 for g in groups):
+        return CONFIG_HEADERS, []
+    rows = []
+    for g in groups:
+        configs = {c: r.lr for s in g.seeds for c, r in s.configs.items()}
+        for name in sorted(configs, key=lambda c: (configs[c], c)):  # by learning rate, then name
+            results = [s.configs[name] for s in g.seeds if name in s.configs]
+            reached = [r.best for r in results if r.best is not None]
+            rows.append([
+                g.objective, method_text(g.method, g.poisons), name, str(len(results)),
+                pm([r.final_asr for r in results]), pm([r.min_asr for r in results]),
+                f"{pm([p.point.acc for p in reached])} ({len(reached)}/{len(results)} seeds)" if reached
+                else "not reached",
+                pm([p.delta for p in reached], signed) if reached else "–",
+                pm([p.control_delta for p in reached if p.control_delta is not None], signed) if reached else "–",
+            ])
+    return CONFIG_HEADERS, rows
