@@ -56,7 +56,9 @@ def test_one_point_per_architecture_with_the_gap_per_seed(tmp_path):
     assert [t.met for t in small.targets] == [False, False, False]  # ASR 85%, MMCL costs 2 points net, no gap
     assert [t.met for t in big.targets] == [True, True, True]
     headers, rows = scale_table([small, big])
-    assert rows[1][headers.index("gap (points)")] == "9.0 (+1 seed: MMCL+SSL never reached)"
+    assert rows[1][headers.index("gap (MMCL+SSL's extra drop, points)")] == "9.0 (+1 seed: MMCL+SSL never reached)"
+    assert rows[1][headers.index("MMCL+SSL net Δacc @ASR≤10% per seed")] == "-9.0, never"  # net of -1 control
+    assert rows[0][headers.index("MMCL net Δacc @ASR≤10% per seed")] == "-2.0, -2.0"
     assert rows[0][headers.index("parameters")] == "1.0M"
     text = scale_verdict([small, big])
     assert "exceeds MMCL's by +0.0 ± 0.0 points" in text

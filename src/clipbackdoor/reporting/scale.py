@@ -81,10 +81,11 @@ def scale_points(groups: list[GroupSummary], runs: list[RunInfo]) -> list[ScaleP
     return points
 
 
-def _pp(value: float | None) -> str:
-    if value is None:
+def _change(cost: float | None) -> str:
+    """A net cost as the accuracy change it is (negative: a loss), in points."""
+    if cost is None:
         return "–"
-    return "never" if math.isinf(value) else f"{100 * value + 0.0:+.1f}"  # + 0.0: no "-0.0"
+    return "never" if math.isinf(cost) else f"{-100 * cost + 0.0:+.1f}"  # + 0.0: no "-0.0"
 
 
 def _mean_pm(values: list[float | None]) -> str:
@@ -100,8 +101,8 @@ def parameters_text(parameters: int | None) -> str:
 
 
 SCALE_HEADERS = ["model", "parameters", "seeds", "MMCL acc / ASR", "MMCL+SSL acc / ASR",
-                 f"MMCL net drop @ASR≤{ASR_BOUND:.0%} per seed", f"MMCL+SSL net drop @ASR≤{ASR_BOUND:.0%} per seed",
-                 "gap (points)", "targets"]
+                 f"MMCL net Δacc @ASR≤{ASR_BOUND:.0%} per seed", f"MMCL+SSL net Δacc @ASR≤{ASR_BOUND:.0%} per seed",
+                 "gap (MMCL+SSL's extra drop, points)", "targets"]
 
 
 def scale_table(points: list[ScalePoint]) -> tuple[list[str], list[list[str]]]:
@@ -117,8 +118,8 @@ def scale_table(points: list[ScalePoint]) -> tuple[list[str], list[list[str]]]:
             p.model, parameters_text(p.parameters), str(len(p.seeds)),
             f"{_mean_pm(p.start_acc.get('MMCL', []))} / {_mean_pm(p.start_asr.get('MMCL', []))}",
             f"{_mean_pm(p.start_acc.get('MMCL+SSL', []))} / {_mean_pm(p.start_asr.get('MMCL+SSL', []))}",
-            ", ".join(_pp(c) for c in p.cost.get("MMCL", [])) or "–",
-            ", ".join(_pp(c) for c in p.cost.get("MMCL+SSL", [])) or "–",
+            ", ".join(_change(c) for c in p.cost.get("MMCL", [])) or "–",
+            ", ".join(_change(c) for c in p.cost.get("MMCL+SSL", [])) or "–",
             gap, ", ".join(f"{t.key} {MARK[t.met]}" for t in p.targets),
         ])
     return SCALE_HEADERS, rows
