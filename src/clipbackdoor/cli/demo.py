@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
     group.add_argument("--quick", action="store_const", const="quick", dest="preset",
                        help="smoke test in under 2 minutes (mechanics only)")
     group.add_argument("--preset", choices=("default", "quick", "headline", "paper-mini"),
-                       help="default (about 9 min on 2 cores), quick, headline (the paper's headline: mid-clip, 3 "
+                       help="default (about 7 min on 2 cores), quick, headline (the paper's headline: mid-clip, 3 "
                             "seeds, with controls, about 46 min), or paper-mini (3 seeds, about 50 min)")
     p.add_argument("--seeds", type=int, nargs="+", help="pre-training seeds (default: the preset's)")
     p.add_argument("--attack", help="poison with this attack instead of BadNet (see `clipbackdoor list attacks`)")
