@@ -40,3 +40,14 @@ def test_no_table_when_every_model_was_cleaned_one_way(tmp_path):
     assert config_table(analyse(collect_runs(tmp_path)))[1] == []
     write_report(tmp_path)
     assert "per configuration" not in (tmp_path / "summary.md").read_text()
+
+
+def test_run_settings_leave_out_keys_a_run_does_not_set():
+    from pathlib import Path
+
+    from clipbackdoor.reporting.collect import RunInfo
+    from clipbackdoor.reporting.labels import run_settings
+
+    run = RunInfo("clean/a", Path("a"), {}, "clean", "MMCL+SSL", "cleanclip", 0, [], True, lr=3e-3,
+                  params={"train.lr": 3e-3, "defense.inmodal_weight": None, "train.epochs": 6})
+    assert run_settings(run) == "lr 0.003, epochs 6"

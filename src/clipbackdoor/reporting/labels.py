@@ -46,9 +46,12 @@ def pm(values: list[float | None], fmt=pct) -> str:
 
 
 def run_settings(run: RunInfo) -> str:
+    """The settings that tell a run apart from the others of its kind. A key the run does not set (another
+    run of the sweep does) is left out rather than shown as "None"."""
     parts = [f"lr {run.lr:g}"]
     parts += [f"{k.rsplit('.', 1)[-1]} {v}" for k, v in run.params.items()
-              if k not in ("train.lr", "seed", "defense.name", "poison.budget") and not k.startswith("objective.")]
+              if k not in ("train.lr", "seed", "defense.name", "poison.budget") and not k.startswith("objective.")
+              and v is not None]
     return ", ".join(parts)
 
 
