@@ -157,7 +157,8 @@ def analyse(runs: list[RunInfo]) -> list[GroupSummary]:
         ctl = controls.get((model, objective, method, seed), {})
         start = members[0].start
         control_start = next(iter(ctl.values())).start if ctl else None
-        points = [p for r in members for p in _points(r)]
+        by_run = {r.name: _points(r) for r in members}
+        points = [p for r in members for p in by_run[r.name]]
         coords = [(p.asr, p.acc) for p in points]
         best = {}
         for t in THRESHOLDS:
@@ -169,7 +170,7 @@ def analyse(runs: list[RunInfo]) -> list[GroupSummary]:
             _pick(points[d] if d is not None else None, start, ctl),
             [points[i] for i in pareto_front(coords)],
             min((p.asr for p in points), default=math.nan),
-            {config_name(r): _config_result(r, start, ctl) for r in members},
+            {config_name(r): _config_result(r, by_run[r.name], start, ctl) for r in members},
         )
         groups.setdefault((model, objective, method, poisons),
                           GroupSummary(objective, method, poisons=poisons, model=model)).seeds.append(result)
@@ -181,8 +182,8 @@ def config_name(run: RunInfo) -> str:
     return run.name.rsplit("/", 1)[-1]
 
 
-def _config_result(run: RunInfo, start: dict[str, Any] | None, controls: dict[str, RunInfo]) -> ConfigResult:
-    points = _points(run)
+def _config_result(run: RunInfo, points: list[Point], start: dict[str, Any] | None,
+                   controls: dict[str, RunInfo]) -> ConfigResult:
     i = best_at_threshold([(p.asr, p.acc) for p in points], CONFIG_THRESHOLD)
     return ConfigResult(run.lr, points[-1].asr if points else math.nan, min((p.asr for p in points), default=math.nan),
                         _pick(points[i] if i is not None else None, start, controls))

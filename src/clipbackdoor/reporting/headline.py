@@ -40,6 +40,11 @@ class Target:
     detail: str
 
 
+def cleanclip_groups(groups: list[GroupSummary]) -> dict[str, GroupSummary]:
+    """The CleanCLIP groups on clean cleaning sets, by pre-training objective: what the headline is about."""
+    return {g.objective: g for g in groups if g.method == "cleanclip" and not g.poisons}
+
+
 def net_cost(seed: SeedResult) -> float | None:
     """Accuracy points lost by the best checkpoint at ASR <= ASR_BOUND, net of the control's change at the
     same epoch (a positive number is a loss); inf if the bound was never reached; None if unknown."""
@@ -57,7 +62,7 @@ def _points(value: float) -> str:
 
 def headline_targets(groups: list[GroupSummary]) -> list[Target]:
     """The three targets for the CleanCLIP groups of clean cleaning sets (see the module docstring)."""
-    clean = {g.objective: g for g in groups if g.method == "cleanclip" and not g.poisons}
+    clean = cleanclip_groups(groups)
     mmcl, ssl = clean.get("MMCL"), clean.get("MMCL+SSL")
     targets = []
 
@@ -123,7 +128,7 @@ def asr_decay(groups: list[GroupSummary]) -> list[Decay]:
     """ASR of the cleaned MMCL and MMCL+SSL models at each learning rate both were cleaned with (CleanCLIP on
     clean cleaning sets), after the last epoch both reached: the paper's "harder to remove" at a fixed budget,
     which a small scale can show even where the accuracy cost cannot."""
-    clean = {g.objective: g for g in groups if g.method == "cleanclip" and not g.poisons}
+    clean = cleanclip_groups(groups)
     if "MMCL" not in clean or "MMCL+SSL" not in clean:
         return []
     asr: dict[str, dict[float, dict[int, list[float]]]] = {}
@@ -155,7 +160,15 @@ def decay_text(decay: list[Decay]) -> str:
     return f"{lead} (ASR of MMCL against MMCL+SSL, mean over seeds; {pairs})."
 
 
+TARGET_HEADERS = ["target", "", "measured"]
+
+
+def target_rows(targets: list[Target]) -> list[list[str]]:
+    """The targets as table rows: target, met, detail."""
+    return [[t.description, MARK[t.met], t.detail] for t in targets]
+
+
 def targets_markdown(targets: list[Target]) -> str:
     """The targets as a markdown table: target, met, detail."""
-    rows = [f"| {t.description} | {MARK[t.met]} | {t.detail} |" for t in targets]
+    rows = [f"| {' | '.join(row)} |" for row in target_rows(targets)]
     return "\n".join(["| the paper's headline, as targets | | measured |", "|---|---|---|", *rows])

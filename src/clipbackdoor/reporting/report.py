@@ -28,7 +28,14 @@ from clipbackdoor.io import atomic_write_text
 from clipbackdoor.reporting import figures, html, plots
 from clipbackdoor.reporting.analysis import GroupSummary, SeedResult, analyse, pretraining_runs
 from clipbackdoor.reporting.collect import GALLERY_NAME, RunInfo, collect_runs, write_index
-from clipbackdoor.reporting.headline import GAP, LEARNED_ASR, MARK, headline_targets, targets_markdown
+from clipbackdoor.reporting.headline import (
+    GAP,
+    LEARNED_ASR,
+    TARGET_HEADERS,
+    headline_targets,
+    target_rows,
+    targets_markdown,
+)
 from clipbackdoor.reporting.labels import text_table
 from clipbackdoor.reporting.scale import parameters_text, scale_points, scale_table, scale_verdict, scales
 from clipbackdoor.reporting.tables import (
@@ -129,8 +136,7 @@ def _write_page(runs: list[RunInfo], runs_dir: Path, out: Path, title: str, prob
         *({"kind": "image", "caption": c, "path": p} for c, p in images[:3]),
         {"kind": "table", "caption": "Pre-training", "headers": p_headers, "rows": p_rows},
         {"kind": "table", "caption": "The paper's headline, as targets (costs net of the un-poisoned controls)",
-         "headers": ["target", "", "measured"],
-         "rows": [[t.description, MARK[t.met], t.detail] for t in targets]},
+         "headers": TARGET_HEADERS, "rows": target_rows(targets)},
         {"kind": "image", "caption": images[3][0], "path": images[3][1]},
     ]
     galleries = _trigger_galleries(runs)
@@ -138,15 +144,7 @@ def _write_page(runs: list[RunInfo], runs_dir: Path, out: Path, title: str, prob
         sections.append({"kind": "images", "caption": "Triggers", "images": galleries,
                          "note": "Top row: training images as they are; bottom row: the same images poisoned, "
                                  "as training saw them (each attack's trigger_gallery.png)."})
-    config_text = _config_text(runs_dir, runs)
-    page = html.render_html(
-        title=title, verdict=text, sections=sections,
-        config_text=config_text,
-        generated=f"generated {datetime.datetime.now().isoformat(timespec='seconds')} from {len(runs)} run "
-                  f"directories under {runs_dir}" + "".join(f"; {p}" for p in problems),
-    )
-    html_path = out / "report.html"
-    atomic_write_text(html_path, page)
+    html_path = _write_html(out, runs_dir, runs, title, text, sections, problems)
     return Report(out, html_path, summary_md, headline, text, groups, problems)
 
 
@@ -173,22 +171,28 @@ def _write_scale_page(runs: list[RunInfo], runs_dir: Path, out: Path, title: str
         parts.append(f"## {model}\n\n{report.summary_md}\n")
         targets = next(p.targets for p in points if p.model == model)
         sections.append({"kind": "table", "caption": f"{model}: the paper's headline, as targets",
-                         "headers": ["target", "", "measured"],
-                         "rows": [[t.description, MARK[t.met], t.detail] for t in targets],
+                         "headers": TARGET_HEADERS, "rows": target_rows(targets),
                          "note": f"The whole report of this architecture: {report.html_path.relative_to(out)}"})
     atomic_write_text(out / "summary.md", "\n".join(parts))
     atomic_write_text(out / "summary.csv", csv_text(summary_csv_rows(groups)))
     text = scale_verdict(points)
+    html_path = _write_html(out, runs_dir, runs, title, text, sections, problems)
+    headline = "\n\n".join([text_table(headers, rows),
+                             *(f"{model}:\n{r.headline}" for model, r in per_scale.items())])
+    return Report(out, html_path, "\n".join(parts), headline, text, groups, problems)
+
+
+def _write_html(out: Path, runs_dir: Path, runs: list[RunInfo], title: str, verdict_text: str,
+                sections: list[dict[str, Any]], problems: list[str]) -> Path:
+    """``out/report.html``: the page, the config it came from, and what was left out of it."""
     page = html.render_html(
-        title=title, verdict=text, sections=sections, config_text=_config_text(runs_dir, runs),
+        title=title, verdict=verdict_text, sections=sections, config_text=_config_text(runs_dir, runs),
         generated=f"generated {datetime.datetime.now().isoformat(timespec='seconds')} from {len(runs)} run "
-                  f"directories under {runs_dir}" + "".join(f"; {p}" for p in dict.fromkeys(problems)),
+                  f"directories under {runs_dir}" + "".join(f"; {p}" for p in problems),
     )
     html_path = out / "report.html"
     atomic_write_text(html_path, page)
-    headline = "\n\n".join([text_table(headers, rows),
-                             *(f"{model}:\n{r.headline}" for model, r in per_scale.items())])
-    return Report(out, html_path, "\n".join(parts), headline, text, groups, list(dict.fromkeys(problems)))
+    return html_path
 
 
 def _trigger_galleries(runs: list[RunInfo]) -> list[dict[str, Any]]:

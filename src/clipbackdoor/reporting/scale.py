@@ -22,10 +22,12 @@ from clipbackdoor.reporting.headline import (
     Decay,
     Target,
     asr_decay,
+    cleanclip_groups,
     decay_text,
     headline_targets,
     net_cost,
 )
+from clipbackdoor.reporting.labels import pm
 
 
 @dataclass
@@ -47,22 +49,27 @@ class ScalePoint:
         return [g for g in self.gaps if not math.isinf(g)]
 
 
-def scales(runs: list[RunInfo]) -> list[str]:
-    """The architectures of the pre-training runs, smallest first (by logged parameter count, then name)."""
+def _sizes(runs: list[RunInfo]) -> dict[str, int | None]:
+    """Each pre-trained architecture's logged parameter count (None: no run of it logged one), smallest
+    first, then by name."""
     sizes: dict[str, int | None] = {}
     for r in runs:
         if r.kind == "pretrain":
             sizes[r.model] = sizes.get(r.model) or r.model_parameters
-    return sorted(sizes, key=lambda m: (sizes[m] is None, sizes[m] or 0, m))
+    return {m: sizes[m] for m in sorted(sizes, key=lambda m: (sizes[m] is None, sizes[m] or 0, m))}
+
+
+def scales(runs: list[RunInfo]) -> list[str]:
+    """The architectures of the pre-training runs, smallest first (by logged parameter count, then name)."""
+    return list(_sizes(runs))
 
 
 def scale_points(groups: list[GroupSummary], runs: list[RunInfo]) -> list[ScalePoint]:
     """One point per architecture, from the CleanCLIP groups on clean cleaning sets."""
     points = []
-    for model in scales(runs):
+    for model, parameters in _sizes(runs).items():
         mine = [g for g in groups if g.model == model]
-        clean = {g.objective: g for g in mine if g.method == "cleanclip" and not g.poisons}
-        parameters = next((r.model_parameters for r in runs if r.model == model and r.model_parameters), None)
+        clean = cleanclip_groups(mine)
         seeds = sorted({s.seed for g in clean.values() for s in g.seeds})
         point = ScalePoint(model, parameters, seeds, {}, {}, {}, targets=headline_targets(mine),
                            decay=asr_decay(mine))
@@ -89,11 +96,8 @@ def _change(cost: float | None) -> str:
 
 
 def _mean_pm(values: list[float | None]) -> str:
-    finite = [v for v in values if v is not None and not math.isinf(v) and not math.isnan(v)]
-    if not finite:
-        return "–"
-    mean, sd = mean_std(finite)
-    return f"{100 * mean:.1f}" if len(finite) == 1 else f"{100 * mean:.1f} ± {100 * sd:.1f}"
+    """``mean ± sd`` (%) of the finite values: a seed that never reached a bound is not a number to average."""
+    return pm([v for v in values if v is not None and not math.isinf(v)])
 
 
 def parameters_text(parameters: int | None) -> str:

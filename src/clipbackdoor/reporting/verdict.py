@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from clipbackdoor.reporting.analysis import GroupSummary, mean_std
-from clipbackdoor.reporting.headline import MARK, asr_decay, decay_text, headline_targets
+from clipbackdoor.reporting.headline import MARK, asr_decay, cleanclip_groups, decay_text, headline_targets
 from clipbackdoor.reporting.labels import VERDICT_THRESHOLD, pct, signed
 
 # A gap in best accuracy smaller than this many points (or than the seed spread) is not called a difference.
@@ -13,7 +13,7 @@ MEANINGFUL_GAP = 0.02
 def verdict(groups: list[GroupSummary]) -> str:
     """The paper's question in plain words: does CleanCLIP remove the backdoor from each pre-training
     objective, and at what accuracy cost compared with the control?"""
-    clean = {g.objective: g for g in groups if g.method == "cleanclip" and not g.poisons}
+    clean = cleanclip_groups(groups)
     poisoned_data = poisoned_cleaning_text(groups)
     if not clean:
         if poisoned_data:
