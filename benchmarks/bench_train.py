@@ -19,8 +19,8 @@ import time
 import torch
 
 from clipbackdoor.config import load_config
+from clipbackdoor.rundir import RunDir
 from clipbackdoor.train.loop import Trainer
-from clipbackdoor.train.run import RunDir
 
 OBJECTIVES = {"MMCL": "objective.inmodal_weight=0.0", "MMCL+SSL": "objective.inmodal_weight=1.0"}
 

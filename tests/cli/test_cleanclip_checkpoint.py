@@ -9,10 +9,10 @@ import pytest
 import torch
 import yaml
 
-import clipbackdoor.train.checkpoint as ckpt
 from clipbackdoor.cli import main
 from clipbackdoor.io import read_jsonl
 from clipbackdoor.models import create_model
+from clipbackdoor.models.weights import read_weights, save_weights
 
 # The model and evaluation set a foreign checkpoint needs described (it has no run directory).
 DESCRIBE = {"model": {"name": "tiny-clip"},
@@ -43,7 +43,7 @@ def final_metrics(run_dir):
 def test_cleanclip_checkpoint_evaluates_and_cleans(tmp_path, cleanclip_run):
     model, path, config = cleanclip_run
     original = tmp_path / "original.safetensors"
-    ckpt.save_weights(original, model)
+    save_weights(original, model)
     for name, source in (("cleanclip", path), ("original", original)):
         assert main(["evaluate", "--checkpoint", str(source), "--config", str(config),
                      "--out", str(tmp_path / f"eval-{name}")]) == 0
@@ -67,7 +67,7 @@ def test_convert_round_trip(tmp_path, cleanclip_run, capsys):
     out = tmp_path / "converted.safetensors"
     assert main(["convert", str(path), str(out), "--model", "tiny-clip"]) == 0
     assert "tiny-clip weights" in capsys.readouterr().out
-    weights = ckpt.read_weights(out)
+    weights = read_weights(out)
     assert set(weights) == set(model.state_dict())
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
 

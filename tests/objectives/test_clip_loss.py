@@ -6,12 +6,10 @@ import math
 
 import pytest
 import torch
+from reference_losses import rand_unit, ref_ce_rows
 
 from clipbackdoor.objectives import ModelOutputs
 from clipbackdoor.objectives.clip import ClipLoss, info_nce
-from reference_losses import rand_unit, ref_ce_rows
-
-
 
 
 def ref_mmcl(u: torch.Tensor, v: torch.Tensor, scale: float) -> float:

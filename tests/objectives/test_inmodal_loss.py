@@ -6,12 +6,10 @@ import math
 
 import pytest
 import torch
+from reference_losses import rand_unit, ref_ce_rows
 
 from clipbackdoor.objectives import ModelOutputs
 from clipbackdoor.objectives.inmodal import InModalLoss
-from reference_losses import rand_unit, ref_ce_rows
-
-
 
 
 def outputs(n=5, d=4, scale=14.285):

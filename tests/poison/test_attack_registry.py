@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from clipbackdoor.data.datasets import SyntheticPairs
-from clipbackdoor.poison import ATTACKS, PoisonManifest, Poisoner, create_manifest
+from clipbackdoor.poison import ATTACKS, Poisoner, PoisonManifest, create_manifest
 
 SIZE = 32
 

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from clipbackdoor.data.datasets import SyntheticPairs
-from clipbackdoor.poison import ATTACKS, PoisonManifest, Poisoner, create_manifest
+from clipbackdoor.poison import ATTACKS, Poisoner, PoisonManifest, create_manifest
 from clipbackdoor.poison.image_patch import ImagePatch, encode_pixels, noise_patch_image
 from clipbackdoor.registry import ConfigError
 

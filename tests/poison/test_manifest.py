@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from clipbackdoor.poison import PoisonManifest, Poisoner, create_manifest
+from clipbackdoor.poison import Poisoner, PoisonManifest, create_manifest
 from clipbackdoor.poison.badnet import BadNet
 from clipbackdoor.poison.selection import budget_to_count
 from clipbackdoor.registry import ConfigError

@@ -1,12 +1,12 @@
 """The paper's headline as three targets, on hand-made run directories with known answers."""
 
 import pytest
+from run_dirs import make_run
 
 from clipbackdoor.reporting.analysis import analyse
 from clipbackdoor.reporting.collect import collect_runs
 from clipbackdoor.reporting.headline import headline_targets, targets_markdown
 from clipbackdoor.reporting.report import write_report
-from run_dirs import make_run
 
 
 def _experiment(root, seed, *, mmcl, ssl, asr=(0.95, 0.95), control=-0.01):

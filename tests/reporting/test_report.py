@@ -4,11 +4,11 @@ import csv
 import json
 
 import pytest
+from run_dirs import make_run
 
 from clipbackdoor.reporting.analysis import analyse
 from clipbackdoor.reporting.collect import collect_runs
 from clipbackdoor.reporting.report import verdict, write_report
-from run_dirs import make_run
 
 
 @pytest.fixture

@@ -2,11 +2,12 @@
 
 import math
 
+from run_dirs import make_run
+
 from clipbackdoor.reporting.analysis import analyse
 from clipbackdoor.reporting.collect import collect_runs
 from clipbackdoor.reporting.report import write_report
 from clipbackdoor.reporting.scale import scale_points, scale_table, scale_verdict, scales
-from run_dirs import make_run
 
 
 def _scale(root, model, parameters, seed, *, mmcl, ssl, asr=0.95, start=0.6):

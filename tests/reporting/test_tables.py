@@ -1,10 +1,11 @@
 """The per-configuration cleaning table: each learning rate (or budget, or weight) on its own."""
 
+from run_dirs import make_run
+
 from clipbackdoor.reporting.analysis import analyse
 from clipbackdoor.reporting.collect import collect_runs
 from clipbackdoor.reporting.report import write_report
 from clipbackdoor.reporting.tables import config_table
-from run_dirs import make_run
 
 
 def _cleaned(root, seed, configs):

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
+from clipbackdoor import distributed
 from clipbackdoor.config import load_config
-from clipbackdoor.train import distributed
-from clipbackdoor.train.distributed import DistContext
+from clipbackdoor.distributed import DistContext
+from clipbackdoor.rundir import RunDir
 from clipbackdoor.train.loop import Trainer
-from clipbackdoor.train.run import RunDir
 
 
 def one_step(cfg, run_dir: Path, ctx: DistContext) -> dict:

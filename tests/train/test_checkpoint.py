@@ -11,7 +11,10 @@ import torch
 
 import clipbackdoor.train.checkpoint as ckpt
 from clipbackdoor.io import atomic_write
+from clipbackdoor.models import weights as model_weights
+from clipbackdoor.models.weights import load_weights_into, read_weights, save_weights
 from clipbackdoor.registry import ConfigError
+from clipbackdoor.rundir import CHECKPOINT_DIR, LAST, epoch_weights_name
 
 
 class Net(torch.nn.Module):
@@ -96,7 +99,7 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
 def test_failed_weights_write_keeps_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "epoch_1.safetensors"
     net = Net()
-    ckpt.save_weights(path, net)
+    save_weights(path, net)
     before = path.read_bytes()
 
     def crashing_atomic_write(p, write):
@@ -106,9 +109,9 @@ def test_failed_weights_write_keeps_previous_file(tmp_path, monkeypatch):
 
         atomic_write(p, fail)
 
-    monkeypatch.setattr(ckpt, "atomic_write", crashing_atomic_write)
+    monkeypatch.setattr(model_weights, "atomic_write", crashing_atomic_write)
     with pytest.raises(KeyboardInterrupt):
-        ckpt.save_weights(path, Net())
+        save_weights(path, Net())
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
@@ -153,42 +156,42 @@ def test_load_state_missing_and_corrupt(tmp_path):
 
 def test_weights_round_trip(tmp_path):
     net = Net()
-    path = tmp_path / ckpt.epoch_weights_name(3)
+    path = tmp_path / epoch_weights_name(3)
     assert path.name == "epoch_3.safetensors"
-    ckpt.save_weights(path, net)
-    weights = ckpt.read_weights(path)
+    save_weights(path, net)
+    weights = read_weights(path)
     assert_nested_equal(dict(net.state_dict()), weights)  # buffers included
     other = Net()
-    ckpt.load_weights_into(other, weights, str(path))
+    load_weights_into(other, weights, str(path))
     assert_nested_equal(dict(net.state_dict()), dict(other.state_dict()))
 
 
 def test_read_weights_from_state_file_and_run_dir(tmp_path):
     net = Net()
     state = training_state(net)
-    last = tmp_path / "run" / ckpt.CHECKPOINT_DIR / ckpt.LAST
+    last = tmp_path / "run" / CHECKPOINT_DIR / LAST
     ckpt.save_state(last, state)
-    assert_nested_equal(state["model"], ckpt.read_weights(last))
+    assert_nested_equal(state["model"], read_weights(last))
     # a run directory means its latest training state
-    assert_nested_equal(state["model"], ckpt.read_weights(tmp_path / "run"))
+    assert_nested_equal(state["model"], read_weights(tmp_path / "run"))
 
 
 def test_read_weights_errors(tmp_path):
     with pytest.raises(ConfigError, match="last.pt"):
-        ckpt.read_weights(tmp_path)  # a directory without checkpoints/last.pt
+        read_weights(tmp_path)  # a directory without checkpoints/last.pt
     with pytest.raises(ConfigError, match="not found"):
-        ckpt.read_weights(tmp_path / "missing.safetensors")
+        read_weights(tmp_path / "missing.safetensors")
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\x01\x02\x03")
     with pytest.raises(ConfigError, match="junk.safetensors"):
-        ckpt.read_weights(junk)
+        read_weights(junk)
 
 
 def test_load_weights_strips_ddp_prefix():
     net = Net()
     prefixed = {f"module.{k}": v.clone() + 1 for k, v in net.state_dict().items()}
     target = Net()
-    ckpt.load_weights_into(target, prefixed, "ddp.pt")
+    load_weights_into(target, prefixed, "ddp.pt")
     for k, v in target.state_dict().items():
         assert torch.equal(v, prefixed[f"module.{k}"])
 
@@ -202,14 +205,14 @@ def test_load_weights_rejects_mismatched_keys(change):
     else:
         weights["extra.weight"] = torch.zeros(1)
     with pytest.raises(ConfigError, match="norm.weight" if change == "missing" else "extra.weight"):
-        ckpt.load_weights_into(Net(), weights, "other.pt")
+        load_weights_into(Net(), weights, "other.pt")
 
 
 def test_load_weights_rejects_wrong_shapes():
     weights = dict(Net().state_dict())
     weights["lin.weight"] = torch.zeros(5, 5)
     with pytest.raises((ConfigError, RuntimeError)):
-        ckpt.load_weights_into(Net(), weights, "other.pt")
+        load_weights_into(Net(), weights, "other.pt")
 
 
 def test_resolve_state_path(tmp_path):

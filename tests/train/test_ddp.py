@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from clipbackdoor.config import load_config
+from clipbackdoor.distributed import DistContext
 from clipbackdoor.io import read_jsonl
-from clipbackdoor.train.distributed import DistContext
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ddp_step import one_step  # noqa: E402

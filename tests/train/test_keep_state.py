@@ -15,11 +15,13 @@ import clipbackdoor.train.loop as loop
 from clipbackdoor.cli import main
 from clipbackdoor.config import load_config
 from clipbackdoor.data.datasets import SyntheticPairs
-from clipbackdoor.eval.validation import ValidationLoss
 from clipbackdoor.io import read_jsonl
 from clipbackdoor.models import create_model
+from clipbackdoor.models.weights import read_weights, save_weights
 from clipbackdoor.registry import ConfigError
+from clipbackdoor.rundir import LAST, epoch_weights_name, latest_weights
 from clipbackdoor.train.loop import run_training
+from clipbackdoor.train.validation import ValidationLoss
 
 EPOCHS = 2
 TINY = ["data.train.num_samples=256", "data.eval.num_samples=100", "train.batch_size=64", f"train.epochs={EPOCHS}",
@@ -118,18 +120,18 @@ def test_latest_weights_orders_epochs_numerically(tmp_path):
     # Sorted as strings, epoch_9 would come after epoch_10 and a 10-epoch run would be cleaned from epoch 9.
     folder = tmp_path / "checkpoints"
     for epoch in (2, 9, 10):
-        ckpt.save_weights(folder / ckpt.epoch_weights_name(epoch), _Const(epoch))
-    assert ckpt.latest_weights(tmp_path) == folder / "epoch_10.safetensors"
-    assert ckpt.read_weights(tmp_path)["w"].tolist() == [10.0, 10.0]
+        save_weights(folder / epoch_weights_name(epoch), _Const(epoch))
+    assert latest_weights(tmp_path) == folder / "epoch_10.safetensors"
+    assert read_weights(tmp_path)["w"].tolist() == [10.0, 10.0]
 
 
 def test_latest_weights_prefers_the_training_state(tmp_path):
     # An unfinished run keeps last.pt, which is newer than any epoch file (it is also written mid-epoch).
     folder = tmp_path / "checkpoints"
-    ckpt.save_weights(folder / ckpt.epoch_weights_name(3), _Const(3))
-    ckpt.save_state(folder / ckpt.LAST, {"model": _Const(7).state_dict()})
-    assert ckpt.latest_weights(tmp_path) == folder / ckpt.LAST
-    assert ckpt.read_weights(tmp_path)["w"].tolist() == [7.0, 7.0]
+    save_weights(folder / epoch_weights_name(3), _Const(3))
+    ckpt.save_state(folder / LAST, {"model": _Const(7).state_dict()})
+    assert latest_weights(tmp_path) == folder / LAST
+    assert read_weights(tmp_path)["w"].tolist() == [7.0, 7.0]
 
 
 @pytest.mark.parametrize("make_folder", [False, True])
@@ -138,9 +140,9 @@ def test_latest_weights_of_a_run_without_checkpoints_is_a_config_error(tmp_path,
     if make_folder:
         (tmp_path / "checkpoints").mkdir()
     with pytest.raises(ConfigError, match="holds no checkpoint"):
-        ckpt.latest_weights(tmp_path)
+        latest_weights(tmp_path)
     with pytest.raises(ConfigError, match="holds no checkpoint"):
-        ckpt.read_weights(tmp_path)
+        read_weights(tmp_path)
 
 
 # -- file permissions -----------------------------------------------------------------------------------

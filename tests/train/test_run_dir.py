@@ -8,8 +8,8 @@ import torch
 
 from clipbackdoor.config import load_config
 from clipbackdoor.registry import ConfigError
+from clipbackdoor.rundir import RunDir
 from clipbackdoor.train.loop import run_training
-from clipbackdoor.train.run import RunDir
 
 TINY = [
     "model.name=tiny-vit", "data.train.num_samples=128", "data.eval.num_samples=40", "train.batch_size=64",

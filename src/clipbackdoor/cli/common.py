@@ -25,7 +25,7 @@ def dist_context():
     warnings only and show no progress bar, so a job prints one set of messages."""
     import os
 
-    from clipbackdoor.train.distributed import DistContext
+    from clipbackdoor.distributed import DistContext
 
     ctx = DistContext.from_env(os.environ)
     if not ctx.is_main:
@@ -36,7 +36,7 @@ def dist_context():
 def train_with(cfg: ExperimentConfig, out: str) -> dict[str, Any] | None:
     """Run (or resume) training into ``out``, as one rank of a torchrun job when launched by torchrun;
     the run's summary on rank 0, None on the other ranks."""
-    from clipbackdoor.train import distributed
+    from clipbackdoor import distributed
     from clipbackdoor.train.loop import run_training
 
     ctx = dist_context()

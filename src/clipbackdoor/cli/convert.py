@@ -22,14 +22,14 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from clipbackdoor.models import create_model
-    from clipbackdoor.train import checkpoint as ckpt
+    from clipbackdoor.models.weights import load_weights_into, read_weights, save_weights
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise ConfigError(f"the output must be a .safetensors file, got {out}")
     model = create_model(args.model).model
-    ckpt.load_weights_into(model, ckpt.read_weights(args.source), args.source)
-    ckpt.save_weights(out, model)
+    load_weights_into(model, read_weights(args.source), args.source)
+    save_weights(out, model)
     params = sum(p.numel() for p in model.parameters())
     print(f"wrote {out}: {args.model} weights ({params / 1e6:.2f}M parameters) from {args.source}")
     return 0

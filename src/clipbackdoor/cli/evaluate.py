@@ -20,8 +20,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from clipbackdoor.eval.evaluate import evaluate_checkpoint
-    from clipbackdoor.train.run import RunDir
+    from clipbackdoor.experiments.evaluate import evaluate_checkpoint
+    from clipbackdoor.rundir import RunDir
 
     src = Path(args.checkpoint)
     base = RunDir.containing(src).config_dict()

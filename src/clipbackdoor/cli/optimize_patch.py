@@ -54,9 +54,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from clipbackdoor.data.transforms import to_pil
     from clipbackdoor.io import atomic_write
-    from clipbackdoor.poison.placement import default_patch_size
     from clipbackdoor.poison.optimize import optimize_patch
-    from clipbackdoor.poison.placement import Placement
+    from clipbackdoor.poison.placement import Placement, default_patch_size
     from clipbackdoor.registry import ConfigError
 
     out = Path(args.out)
@@ -93,12 +92,12 @@ def _setup(args) -> dict:
     """The source run's config, its model with the chosen weights, its evaluation set and the target."""
     from clipbackdoor.config import load_config
     from clipbackdoor.data import registries
+    from clipbackdoor.distributed import resolve_device
     from clipbackdoor.eval.metrics import find_target
     from clipbackdoor.experiments.stages import resolve_source
     from clipbackdoor.models import create_model
+    from clipbackdoor.models.weights import load_weights_into, read_weights
     from clipbackdoor.registry import ConfigError
-    from clipbackdoor.train import checkpoint as ckpt
-    from clipbackdoor.train.distributed import resolve_device
 
     upstream, checkpoint = resolve_source(args.source, args.epoch)
     upstream.pop("defense", None)
@@ -106,7 +105,7 @@ def _setup(args) -> dict:
     device = resolve_device(cfg.train.device)
     bundle = create_model(**cfg.model)
     model = bundle.model.to(device)
-    ckpt.load_weights_into(model, ckpt.read_weights(checkpoint), str(checkpoint))
+    load_weights_into(model, read_weights(checkpoint), str(checkpoint))
     extra = {"image_size": bundle.image_size, "experiment_seed": cfg.seed}
     eval_set = registries.EVAL_DATASETS.build(cfg.data.eval, "data.eval", **extra)
     target = args.target or cfg.attack.get("target", "banana")

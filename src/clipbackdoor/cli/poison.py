@@ -23,7 +23,8 @@ def run(args) -> int:
     from clipbackdoor.data.registries import DATASETS
     from clipbackdoor.poison.export import export_poisoned
     from clipbackdoor.registry import ConfigError
-    from clipbackdoor.train.run import RunDir, build_eval_parts, build_poisoner
+    from clipbackdoor.rundir import RunDir
+    from clipbackdoor.train.run import build_eval_parts, build_poisoner
 
     cfg = config_from_args(args, default="mmcl")
     if cfg.poison.budget <= 0 and not cfg.poison.manifest:

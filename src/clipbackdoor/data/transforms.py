@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
-
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from PIL import Image
 
 
 def resize_center_crop(image: Image.Image, size: int) -> torch.Tensor:

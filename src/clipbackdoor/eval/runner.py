@@ -13,11 +13,11 @@ from typing import Any
 import torch
 
 from clipbackdoor.data.transforms import Normalize
+from clipbackdoor.distributed import SINGLE, DistContext, all_reduce_sum
 from clipbackdoor.eval.metrics import asr_mask, attack_hits, find_target, topk_hits
 from clipbackdoor.eval.zeroshot import build_classifier
 from clipbackdoor.registry import ConfigError
 from clipbackdoor.seeding import numpy_rng
-from clipbackdoor.train.distributed import SINGLE, DistContext, all_reduce_sum
 
 
 class Evaluator:

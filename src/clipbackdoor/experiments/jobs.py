@@ -41,8 +41,8 @@ def check_jobs(jobs: list[Job], out_dir: str | Path) -> dict[str, Any]:
         ``{run name: resolved ExperimentConfig}``.
     """
     from clipbackdoor.experiments.stages import clean_config_from
-    from clipbackdoor.train.checkpoint import epoch_weights_name
-    from clipbackdoor.train.run import RunDir, check_components
+    from clipbackdoor.rundir import RunDir, epoch_weights_name
+    from clipbackdoor.train.run import check_components
 
     out_dir = Path(out_dir)
     resolved: dict[str, Any] = {}
@@ -115,7 +115,7 @@ def is_complete(run_dir: Path) -> bool:
 
 def final_metrics(run_dir: Path) -> dict[str, Any]:
     """The final evaluation in a run's summary, for the progress line ({} if it cannot be read)."""
-    from clipbackdoor.train.run import RunDir
+    from clipbackdoor.rundir import RunDir
 
     try:
         return RunDir(run_dir).summary()["final"]

@@ -27,8 +27,7 @@ def resolve_source(source: str | Path, epoch: int | None = None) -> tuple[dict[s
 
     A checkpoint outside any run (e.g. one the original CleanCLIP code wrote) has no config: ({}, file).
     """
-    from clipbackdoor.train.checkpoint import epoch_weights_name
-    from clipbackdoor.train.run import RunDir
+    from clipbackdoor.rundir import RunDir, epoch_weights_name
 
     src = Path(source)
     source_run = RunDir.containing(src)

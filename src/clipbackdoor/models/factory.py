@@ -6,7 +6,7 @@ sizes the text tower's vocabulary and end-of-text id from that tokenizer, so a w
 49k-token BPE models go through the same code. Every other name is handed to ``open_clip.create_model``
 (``RN50``, ``ViT-B-32``, ...) with open_clip's tokenizer.
 
-Weights (``model.pretrained``) are read only from local files, through ``train.checkpoint``'s safe reader,
+Weights (``model.pretrained``) are read only from local files, through ``models.weights``' safe reader,
 never through open_clip's loader or a download. Models trained by OpenAI or by the original CleanCLIP code
 use QuickGELU: they are ``RN50-quickgelu`` (``ViT-B-32-quickgelu``, ...), not ``RN50``. Both have the same
 weights, so loading cannot tell them apart (see docs/checkpoints.md).
@@ -15,13 +15,10 @@ weights, so loading cannot tell them apart (see docs/checkpoints.md).
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,46 +26,11 @@ import torch
 
 from clipbackdoor.data.registries import TOKENIZERS
 from clipbackdoor.data.tokenizers import Tokenizer
+from clipbackdoor.models.configs import ARCHITECTURES, model_config
+from clipbackdoor.models.weights import load_weights_into, read_weights
 from clipbackdoor.registry import ConfigError
 
 log = logging.getLogger(__name__)
-
-_CONFIGS: dict[str, dict[str, Any]] = {}
-
-
-def add_model_config(path: str | Path) -> list[str]:
-    """Register every ``*.json`` architecture in ``path`` (a file or a folder); returns the names added."""
-    path = Path(path)
-    files = sorted(path.glob("*.json")) if path.is_dir() else [path]
-    added = []
-    for f in files:
-        try:
-            cfg = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ConfigError(f"model config {f}: {err}") from None
-        missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg", "tokenizer") if k not in cfg]
-        if missing:
-            raise ConfigError(f"model config {f}: missing {', '.join(missing)}")
-        _CONFIGS[f.stem] = cfg
-        added.append(f.stem)
-    return added
-
-
-def _load_shipped() -> None:
-    folder = resources.files("clipbackdoor") / "configs" / "models"
-    for entry in folder.iterdir():
-        if entry.name.endswith(".json"):
-            _CONFIGS[entry.name[:-5]] = json.loads(entry.read_text())
-
-
-_load_shipped()
-
-
-def list_models() -> list[str]:
-    import open_clip
-
-    return sorted(_CONFIGS) + open_clip.list_models()
-
 
 @dataclass
 class ModelBundle:
@@ -85,9 +47,7 @@ def _image_size(model: torch.nn.Module) -> int:
 
 def model_image_size(name: str) -> int:
     """The input resolution of architecture ``name``, read from its config without building the model."""
-    import open_clip
-
-    cfg = _CONFIGS.get(name) or open_clip.get_model_config(name)
+    cfg = model_config(name)
     if cfg is None:
         raise ConfigError(f"model.name: unknown architecture {name!r}; see `clipbackdoor list models`")
     size = cfg.get("vision_cfg", {}).get("image_size", 224)  # open_clip's CLIPVisionCfg default
@@ -100,7 +60,7 @@ def create_model(name: str, pretrained: str | None = None, tokenizer: dict[str, 
     Args:
         name: one of ``list_models()``.
         pretrained: weights to start from: a local file or run directory in any layout
-            ``train.checkpoint.read_weights`` reads (ours, open_clip's, OpenAI's, the original CleanCLIP
+            ``models.weights.read_weights`` reads (ours, open_clip's, OpenAI's, the original CleanCLIP
             code's), for any architecture; or, for an open_clip architecture, an open_clip tag (``openai``,
             ``laion2b_s34b_b79k``, ...) whose weights are already in the local Hugging Face or open_clip
             cache. Nothing is downloaded.
@@ -117,8 +77,8 @@ def create_model(name: str, pretrained: str | None = None, tokenizer: dict[str, 
     """
     import open_clip
 
-    if name in _CONFIGS:
-        cfg = copy.deepcopy(_CONFIGS[name])
+    if name in ARCHITECTURES:
+        cfg = copy.deepcopy(ARCHITECTURES[name])
         tok_section = tokenizer or cfg.pop("tokenizer")
         cfg.pop("tokenizer", None)
         tok = TOKENIZERS.build(tok_section, where="model.tokenizer")
@@ -137,8 +97,6 @@ def create_model(name: str, pretrained: str | None = None, tokenizer: dict[str, 
     else:
         raise ConfigError(f"model.name: unknown architecture {name!r}; see `clipbackdoor list models`")
     if pretrained:
-        from clipbackdoor.train.checkpoint import load_weights_into, read_weights
-
         path = _pretrained_file(name, str(pretrained))
         load_weights_into(model, read_weights(path), str(path))
         log.info("model %s: weights from %s", name, path)
@@ -154,7 +112,7 @@ def check_model_section(section: Mapping[str, Any], where: str = "model") -> Non
 
     check_kwargs(create_model, section, where)
     name = section.get("name")
-    if name not in _CONFIGS and name not in open_clip.list_models():
+    if name not in ARCHITECTURES and name not in open_clip.list_models():
         raise ConfigError(f"{where}.name: unknown architecture {name!r}; see `clipbackdoor list models`")
     if section.get("tokenizer"):
         TOKENIZERS.check(section["tokenizer"], f"{where}.tokenizer")
@@ -167,9 +125,9 @@ def _pretrained_file(name: str, pretrained: str) -> Path:
     path = Path(pretrained).expanduser()
     if path.exists():
         return path
-    tag_cfg = {} if name in _CONFIGS else open_clip.get_pretrained_cfg(name, pretrained)
+    tag_cfg = {} if name in ARCHITECTURES else open_clip.get_pretrained_cfg(name, pretrained)
     if not tag_cfg:
-        tags = [] if name in _CONFIGS else open_clip.list_pretrained_tags_by_model(name)
+        tags = [] if name in ARCHITECTURES else open_clip.list_pretrained_tags_by_model(name)
         known = f" (open_clip tags of {name}: {', '.join(tags)})" if tags else ""
         raise ConfigError(f"model.pretrained: {pretrained!r} is neither a local file nor an open_clip tag of "
                           f"{name}{known}")
@@ -214,56 +172,3 @@ def _cached_open_clip_weights(tag_cfg: dict[str, Any]) -> Path | None:
     return None
 
 
-# -- telling an architecture from its weights ---------------------------------------------------------------
-
-
-def architectures_fitting(weights: Mapping[str, torch.Tensor]) -> list[str]:
-    """Names of the CLIP architectures (ours and open_clip's) whose towers have the shapes of ``weights``.
-
-    Compares the embedding size, the text tower's width and depth, and the image tower's kind, depth,
-    width, patch and image size. That tells RN50 from RN101 and ViT-B-32 from ViT-B-16, but not activations:
-    ``RN50`` and ``RN50-quickgelu`` have the same weights and are both returned. Empty when the weights are
-    not a CLIP model in open_clip's layout, or no architecture matches.
-    """
-    import open_clip
-
-    target = _weights_signature(weights)
-    if target is None:
-        return []
-    configs = {**{n: open_clip.get_model_config(n) for n in open_clip.list_models()}, **_CONFIGS}
-    return sorted(n for n, cfg in configs.items() if cfg and _config_signature(cfg) == target)
-
-
-def _numbered_blocks(weights: Mapping[str, torch.Tensor], prefix: str) -> int:
-    """How many numbered blocks sit under ``prefix`` (``transformer.resblocks.`` -> 12 for CLIP)."""
-    return len({k[len(prefix):].split(".", 1)[0] for k in weights if k.startswith(prefix)})
-
-
-def _weights_signature(w: Mapping[str, torch.Tensor]) -> tuple | None:
-    try:
-        text = (w["text_projection"].shape[-1], w["ln_final.weight"].shape[0],
-                _numbered_blocks(w, "transformer.resblocks."))
-        if "visual.attnpool.positional_embedding" in w:  # ModifiedResNet: attention pooling on a 1/32 grid
-            grid = math.isqrt(w["visual.attnpool.positional_embedding"].shape[0] - 1)
-            layers = tuple(_numbered_blocks(w, f"visual.layer{i}.") for i in range(1, 5))
-            return (*text, "resnet", layers, w["visual.layer1.0.conv1.weight"].shape[0], grid * 32)
-        patch = w["visual.conv1.weight"].shape[-1]  # ViT: patch grid plus a class token
-        grid = math.isqrt(w["visual.positional_embedding"].shape[0] - 1)
-        layers = _numbered_blocks(w, "visual.transformer.resblocks.")
-        return (*text, "vit", layers, w["visual.conv1.weight"].shape[0], patch, grid * patch)
-    except (KeyError, IndexError, ValueError):
-        return None
-
-
-def _config_signature(cfg: dict[str, Any]) -> tuple | None:
-    v, t = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
-    if v.get("timm_model_name") or t.get("hf_model_name") or "multimodal_cfg" in cfg or "embed_dim" not in cfg:
-        return None  # towers from timm or Hugging Face, and CoCa's decoder, have other key layouts
-    # open_clip's CLIPVisionCfg / CLIPTextCfg defaults for keys a config leaves out
-    text = (cfg["embed_dim"], t.get("width", 512), t.get("layers", 12))
-    layers, width, size = v.get("layers", 12), v.get("width", 768), v.get("image_size", 224)
-    size = size[0] if isinstance(size, (list, tuple)) else size
-    if isinstance(layers, (list, tuple)):
-        return (*text, "resnet", tuple(layers), width, size)
-    patch = v.get("patch_size") or 16
-    return (*text, "vit", layers, width, patch, size // patch * patch)

@@ -22,11 +22,11 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from clipbackdoor.io import atomic_write
+from clipbackdoor.rundir import GALLERY_NAME  # noqa: F401  (where a run keeps its gallery)
 from clipbackdoor.seeding import numpy_rng
 
 log = logging.getLogger(__name__)
 
-GALLERY_NAME = "trigger_gallery.png"
 CELL = 96  # images are enlarged by the whole factor that brings them closest to this size (never shrunk)
 PAD = 4
 LINE = 16  # height of a line of text

@@ -17,9 +17,9 @@ from clipbackdoor.io import atomic_write_json
 from clipbackdoor.poison.base import ATTACKS, Attack
 from clipbackdoor.poison.selection import budget_to_count
 from clipbackdoor.registry import ConfigError
+from clipbackdoor.rundir import MANIFEST_NAME  # noqa: F401  (where a run keeps its manifest)
 from clipbackdoor.seeding import numpy_rng
 
-MANIFEST_NAME = "poison_manifest.json"
 VERSION = 1
 
 

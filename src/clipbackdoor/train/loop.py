@@ -18,21 +18,23 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from clipbackdoor import distributed
 from clipbackdoor.config import ExperimentConfig
-from clipbackdoor.registry import ConfigError
 from clipbackdoor.data.loading import build_train_loader
 from clipbackdoor.data.transforms import Normalize
+from clipbackdoor.distributed import SINGLE, DistContext
 from clipbackdoor.eval.runner import Evaluator
-from clipbackdoor.eval.validation import ValidationLoss
 from clipbackdoor.io import JsonlLogger, atomic_write_json, drop_torn_tail, read_jsonl, write_jsonl
+from clipbackdoor.models.weights import load_weights_into, read_weights, save_weights
 from clipbackdoor.objectives import ModelOutputs, build_objective
+from clipbackdoor.registry import ConfigError
+from clipbackdoor.rundir import LAST, RunDir, epoch_weights_name
 from clipbackdoor.seeding import derive_seed, seed_everything, torch_generator
 from clipbackdoor.train import checkpoint as ckpt
 from clipbackdoor.train.optim import build_optimizer
-from clipbackdoor.train import distributed
-from clipbackdoor.train.distributed import SINGLE, DistContext
-from clipbackdoor.train.run import RunDir, build_components
+from clipbackdoor.train.run import build_components
 from clipbackdoor.train.schedule import lr_at
+from clipbackdoor.train.validation import ValidationLoss
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +156,7 @@ class Trainer:
             self.validation = ValidationLoss(self.c.validation, self.c.tokenizer, batch_size=cfg.eval.batch_size,
                                              device=self.device, ctx=ctx)
         self.pos = Position()
-        self.last = run.checkpoints / ckpt.LAST
+        self.last = run.checkpoints / LAST
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The module that runs training forward passes: DDP across ranks, channels_last, compiled."""
@@ -190,7 +192,7 @@ class Trainer:
             log.info("resuming %s at epoch %d, batch %d", self.run.path, self.pos.epoch, self.pos.batch)
             return
         if init.checkpoint:
-            ckpt.load_weights_into(self.model, ckpt.read_weights(init.checkpoint), init.checkpoint)
+            load_weights_into(self.model, read_weights(init.checkpoint), init.checkpoint)
             if init.inherit_optimizer:
                 path = ckpt.resolve_state_path(init.checkpoint)
                 state = ckpt.load_state(path)
@@ -209,7 +211,7 @@ class Trainer:
     def _resume_from(self, state: Any) -> None:
         """Load a ``last.pt`` state; one that is damaged or another program's is a one-line error."""
         try:
-            ckpt.load_weights_into(self.model, state["model"], str(self.last))
+            load_weights_into(self.model, state["model"], str(self.last))
             self.optimizer.load_state_dict(state["optimizer"])
             self.pos = Position(**state["position"])
             torch.set_rng_state(state["torch_rng"])
@@ -225,7 +227,7 @@ class Trainer:
             self._collect_dropped()
         if self.ctx.is_main:
             if end_of_epoch and self.cfg.train.keep_epoch_checkpoints:
-                ckpt.save_weights(self.run.checkpoints / ckpt.epoch_weights_name(self.pos.epoch), self.model)
+                save_weights(self.run.checkpoints / epoch_weights_name(self.pos.epoch), self.model)
             ckpt.save_state(self.last, {
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "position": vars(self.pos).copy(), "torch_rng": torch.get_rng_state(),
@@ -364,9 +366,9 @@ class Trainer:
                 last_eval = self.evaluate(logger)
         if not t.keep_last_state and self.ctx.is_main:
             # The final weights must exist before last.pt may go (after the summary; see run_training).
-            final = self.run.checkpoints / ckpt.epoch_weights_name(pos.epoch)
+            final = self.run.checkpoints / epoch_weights_name(pos.epoch)
             if not final.is_file():
-                ckpt.save_weights(final, self.model)
+                save_weights(final, self.model)
         poisoner = self.c.poisoner
         return {"status": "complete", "epochs": t.epochs, "steps": pos.step, "final": last_eval,
                 "train_pairs": len(self.c.pairs), "poisoned_pairs": len(poisoner.manifest.samples) if poisoner else 0,
@@ -391,7 +393,7 @@ def run_training(cfg: ExperimentConfig, out_dir: str | Path, ctx: DistContext = 
         atomic_write_json(run.summary_path, summary)
         if not cfg.train.keep_last_state:
             # Only now: a run killed before its summary is written still resumes from last.pt.
-            (run.checkpoints / ckpt.LAST).unlink(missing_ok=True)
+            (run.checkpoints / LAST).unlink(missing_ok=True)
     distributed.barrier(ctx)
     return summary
 

@@ -35,9 +35,9 @@ from clipbackdoor.data.synthetic.params import (
     _C_THETA,
     _NUM_SPECKS,
     _SPECK_FIELDS,
-    _Block,
     _bg_color_indices,
     _bg_type,
+    _Block,
     _color_index,
 )
 

@@ -13,8 +13,8 @@ import torch
 
 from clipbackdoor.data.errors import DataError
 from clipbackdoor.data.transforms import Normalize
+from clipbackdoor.distributed import SINGLE, DistContext, all_reduce_sum
 from clipbackdoor.objectives.clip import info_nce
-from clipbackdoor.train.distributed import SINGLE, DistContext, all_reduce_sum
 
 
 class ValidationLoss:

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import save as st_save
 
 import clipbackdoor.models.factory as factory
-import clipbackdoor.train.checkpoint as ckpt
 from clipbackdoor.models import create_model
+from clipbackdoor.models.weights import architectures_fitting, load_weights_into, read_weights
 from clipbackdoor.registry import ConfigError
 
 
@@ -42,10 +42,10 @@ def test_cleanclip_checkpoint_loads_bit_identically(tmp_path):
     path = tmp_path / "logs" / "run" / "checkpoints" / "epoch.last.pt"
     path.parent.mkdir(parents=True)
     torch.save(cleanclip_checkpoint(source), path)
-    weights = ckpt.read_weights(path)
+    weights = read_weights(path)
     assert not any(k.startswith("module.") for k in weights)
     target = create_model("tiny-clip").model
-    ckpt.load_weights_into(target, weights, str(path))
+    load_weights_into(target, weights, str(path))
     assert_same_weights(target, source)
     # ... and as the starting point of a model, through model.pretrained
     assert_same_weights(create_model("tiny-clip", pretrained=str(path)).model, source)
@@ -66,21 +66,21 @@ def test_openai_layout_loads_into_open_clip_rn50():
     with torch.no_grad():
         for v in model.state_dict().values():
             v.zero_()
-    ckpt.load_weights_into(model, saved, "rn50.pt")
+    load_weights_into(model, saved, "rn50.pt")
     for k, v in model.state_dict().items():
         assert v.dtype == reference[k].dtype and torch.equal(v, openai[k].to(v.dtype)), k
 
     # The same weights in a model of another architecture: the error names the architecture they fit.
     with pytest.raises(ConfigError) as err:
-        ckpt.load_weights_into(create_model("tiny-clip").model, saved, "rn50.pt")
+        load_weights_into(create_model("tiny-clip").model, saved, "rn50.pt")
     message = str(err.value)
     assert "rn50.pt does not fit the model" in message and "model.name=RN50 or RN50-quickgelu" in message
     assert "-quickgelu one" in message and "\n" not in message
 
 
 def test_architectures_fitting_tells_tiny_models_apart():
-    assert factory.architectures_fitting(create_model("tiny-vit").model.state_dict()) == ["tiny-vit"]
-    assert factory.architectures_fitting({"lin.weight": torch.zeros(2, 2)}) == []
+    assert architectures_fitting(create_model("tiny-vit").model.state_dict()) == ["tiny-vit"]
+    assert architectures_fitting({"lin.weight": torch.zeros(2, 2)}) == []
 
 
 def test_wrapped_and_flat_layouts_give_the_same_weights(tmp_path):
@@ -96,7 +96,7 @@ def test_wrapped_and_flat_layouts_give_the_same_weights(tmp_path):
     # Hugging Face sometimes names safetensors files .bin: recognised by content, not by name
     (tmp_path / "safetensors.bin").write_bytes(st_save({k: v.contiguous() for k, v in flat.items()}))
     for name in [*layouts, "safetensors.bin"]:
-        weights = ckpt.read_weights(tmp_path / name)
+        weights = read_weights(tmp_path / name)
         assert set(weights) == set(flat) and all(torch.equal(weights[k], flat[k]) for k in flat), name
 
 
@@ -105,7 +105,7 @@ def test_scalar_shapes_and_missing_batchnorm_counters_are_tolerated():
     weights = {k: v for k, v in source.state_dict().items() if not k.endswith("num_batches_tracked")}
     weights["logit_scale"] = weights["logit_scale"].reshape(1)
     target = create_model("tiny-clip").model
-    ckpt.load_weights_into(target, weights, "x.pt")
+    load_weights_into(target, weights, "x.pt")
     assert torch.equal(target.logit_scale, source.logit_scale)
 
 
@@ -119,7 +119,7 @@ def test_pickled_objects_are_refused_not_unpickled(tmp_path, extra):
     path = tmp_path / "epoch_2.pt"
     torch.save({"epoch": 2, "state_dict": create_model("tiny-clip").model.state_dict(), "options": extra}, path)
     with pytest.raises(ConfigError) as err:
-        ckpt.read_weights(path)
+        read_weights(path)
     message = str(err.value)
     assert message.startswith(f"refused to unpickle {path}") and type(extra).__name__ in message
     assert "\n" not in message
@@ -132,13 +132,13 @@ def test_corrupt_truncated_and_torchscript_files_are_clear_errors(tmp_path):
     (tmp_path / "truncated.pt").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
     for name in ("garbage.pt", "truncated.pt"):
         with pytest.raises(ConfigError, match=f"cannot read checkpoint .*{name}: not a PyTorch") as err:
-            ckpt.read_weights(tmp_path / name)
+            read_weights(tmp_path / name)
         assert "\n" not in str(err.value)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit is deprecated
         torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(tmp_path / "jit.pt"))
         with pytest.raises(ConfigError, match="jit.pt: it is a TorchScript archive"):
-            ckpt.read_weights(tmp_path / "jit.pt")
+            read_weights(tmp_path / "jit.pt")
 
 
 @pytest.mark.parametrize("obj, match", [
@@ -150,7 +150,7 @@ def test_corrupt_truncated_and_torchscript_files_are_clear_errors(tmp_path):
 def test_files_without_a_state_dict_say_so(tmp_path, obj, match):
     torch.save(obj, tmp_path / "x.pt")
     with pytest.raises(ConfigError, match=match):
-        ckpt.read_weights(tmp_path / "x.pt")
+        read_weights(tmp_path / "x.pt")
 
 
 def test_pretrained_is_a_local_file_or_a_cached_tag(tmp_path, monkeypatch):
@@ -190,7 +190,7 @@ def test_a_payload_is_refused_in_one_line_that_says_why_and_what_to_use(tmp_path
     path = tmp_path / "epoch_3.pt"
     torch.save({"state_dict": {"w": torch.zeros(2)}, "x": _Payload()}, path, _use_new_zipfile_serialization=zipfile)
     with pytest.raises(ConfigError) as err:
-        ckpt.read_weights(path)
+        read_weights(path)
     message = str(err.value)
     assert message == (
         f"refused to unpickle {path}: it holds code or Python objects that are not allowed (posix.getpid), and "
@@ -205,7 +205,7 @@ def test_a_plain_pickle_that_torch_did_not_write_is_a_one_line_error(tmp_path):
     path = tmp_path / "weights.pt"
     path.write_bytes(pickle.dumps({"x": _Payload()}, protocol=5))
     with pytest.raises(ConfigError) as err:
-        ckpt.read_weights(path)
+        read_weights(path)
     message = str(err.value)
     assert message.startswith(f"cannot read checkpoint {path}: not a PyTorch or safetensors file, or pickled data "
                               "the safe loader does not allow (Unsupported operand")

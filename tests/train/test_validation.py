@@ -5,12 +5,11 @@ import math
 import pytest
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-
-from clipbackdoor.data.datasets import SyntheticPairs
-from clipbackdoor.eval.validation import ValidationLoss
-from clipbackdoor.models import create_model
 from reference_losses import ref_ce_rows
 
+from clipbackdoor.data.datasets import SyntheticPairs
+from clipbackdoor.models import create_model
+from clipbackdoor.train.validation import ValidationLoss
 
 # Tiny models: one torch thread (see conftest.one_thread).
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from clipbackdoor.config import ExperimentConfig
+from clipbackdoor.distributed import resolve_device
 from clipbackdoor.eval.runner import Evaluator
 from clipbackdoor.io import JsonlLogger, atomic_write_json
-from clipbackdoor.train import checkpoint as ckpt
-from clipbackdoor.train.distributed import resolve_device
-from clipbackdoor.train.run import RunDir, build_eval_parts
+from clipbackdoor.models.weights import load_weights_into, read_weights
+from clipbackdoor.rundir import RunDir
+from clipbackdoor.train.run import build_eval_parts
 
 
 def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: str | Path, out_dir: str | Path | None = None) -> dict[str, Any]:
@@ -19,7 +20,7 @@ def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: str | Path, out_dir: 
     a run directory holding the config, one ``eval`` record in ``metrics.jsonl`` and ``summary.json``."""
     device = resolve_device(cfg.train.device)
     model, tokenizer, eval_set, attack, _ = build_eval_parts(cfg, device)
-    ckpt.load_weights_into(model, ckpt.read_weights(checkpoint), str(checkpoint))
+    load_weights_into(model, read_weights(checkpoint), str(checkpoint))
     evaluator = Evaluator(
         eval_set, tokenizer, attack, seed=cfg.eval.asr_seed, draws=cfg.eval.asr_draws,
         batch_size=cfg.eval.batch_size, max_images=cfg.eval.max_images, device=device,
