@@ -350,21 +350,38 @@ def load_config(
     data = ExperimentConfig().to_dict()
     if base:
         data = _merge(data, base)
-    if path is not None:
-        file_data = read_yaml(path)
-        if file_data.get("defense") and "objective" in file_data:
-            raise ConfigError(
-                f"{path}: sets both 'defense' and 'objective'; the defense sets the objective, so set "
-                "the defense's options instead (e.g. defense: {name: cleanclip, inmodal_weight: 2})"
-            )
-        data = _merge(data, file_data)
-    data = apply_overrides(data, overrides or [])
-    if data.get("defense") and any(o.strip().startswith("objective.") for o in overrides or []):
-        raise ConfigError(
-            "objective.* overrides conflict with the defense, which sets the objective; "
-            "set the defense's options instead (e.g. defense.inmodal_weight=2)"
-        )
+    file_data = read_yaml(path) if path is not None else {}
+    data = apply_overrides(_merge(data, file_data), overrides or [])
+    _check_defense_keys(data.get("defense"), file_data, overrides or [], path)
     return config_from_dict(data)
+
+
+def _check_defense_keys(defense: Any, file_data: dict[str, Any], overrides: list[str], path: Any) -> None:
+    """A key the defense sets may not be set by the user too: the defense would silently overwrite it."""
+    if not defense:
+        return
+    from clipbackdoor.defenses import owned_keys
+
+    section = {"name": defense} if isinstance(defense, str) else defense
+    owned = owned_keys(section)
+    name = section.get("name")
+    set_here = [(str(path), key) for key in _dotted_keys(file_data)] + [
+        ("override", o.split("=", 1)[0].strip()) for o in overrides]
+    for origin, key in set_here:
+        hit = next((k for k in owned if key == k or key.startswith(k + ".") or k.startswith(key + ".")), None)
+        if hit:
+            raise ConfigError(
+                f"{origin}: {key} conflicts with defense {name!r}, which sets {hit}; set the defense's options "
+                f"instead (defense.<option>=..., see `clipbackdoor list defenses`)"
+            )
+
+
+def _dotted_keys(data: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        out += _dotted_keys(value, dotted + ".") if isinstance(value, dict) and key != "defense" else [dotted]
+    return out
 
 
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from reference_losses import rand_unit, ref_ce_rows
 
-from clipbackdoor.objectives import ModelOutputs
+from clipbackdoor.objectives import VIEWS, model_outputs
 from clipbackdoor.objectives.clip import ClipLoss, info_nce
 
 
@@ -22,7 +22,7 @@ def ref_mmcl(u: torch.Tensor, v: torch.Tensor, scale: float) -> float:
 @pytest.mark.parametrize("n", [1, 3, 7])
 def test_matches_bruteforce_reference(scale, n):
     u, v = rand_unit(n, 5), rand_unit(n, 5)
-    out = ModelOutputs(image=u, text=v, logit_scale=torch.tensor(scale, dtype=torch.float64))
+    out = model_outputs(image=u, text=v, logit_scale=torch.tensor(scale, dtype=torch.float64))
     got = ClipLoss()(out)["clip_loss"]
     assert got.shape == ()
     assert got.item() == pytest.approx(ref_mmcl(u, v, scale), rel=1e-10, abs=1e-12)
@@ -31,7 +31,7 @@ def test_matches_bruteforce_reference(scale, n):
 def test_float32_close_to_reference():
     # Training runs in fp32; the reference in fp64 must still agree to float precision.
     u, v = rand_unit(6, 8, torch.float32), rand_unit(6, 8, torch.float32)
-    out = ModelOutputs(image=u, text=v, logit_scale=torch.tensor(14.285))
+    out = model_outputs(image=u, text=v, logit_scale=torch.tensor(14.285))
     got = ClipLoss()(out)["clip_loss"].item()
     assert got == pytest.approx(ref_mmcl(u.double(), v.double(), 14.285), rel=1e-5)
 
@@ -41,7 +41,7 @@ def test_not_one_directional():
     # two halves, which generally differ.
     u, v = rand_unit(5, 4), rand_unit(5, 4)
     s = 10.0
-    got = ClipLoss()(ModelOutputs(u, v, torch.tensor(s, dtype=torch.float64)))["clip_loss"].item()
+    got = ClipLoss()(model_outputs(u, v, torch.tensor(s, dtype=torch.float64)))["clip_loss"].item()
     i2t, t2i = ref_ce_rows(u, v, s), ref_ce_rows(v, u, s)
     assert abs(i2t - t2i) > 1e-3
     assert got == pytest.approx(0.5 * (i2t + t2i), rel=1e-10)
@@ -50,8 +50,8 @@ def test_not_one_directional():
 def test_symmetric_in_image_and_text():
     u, v = rand_unit(6, 4), rand_unit(6, 4)
     s = torch.tensor(20.0, dtype=torch.float64)
-    a = ClipLoss()(ModelOutputs(u, v, s))["clip_loss"]
-    b = ClipLoss()(ModelOutputs(v, u, s))["clip_loss"]
+    a = ClipLoss()(model_outputs(u, v, s))["clip_loss"]
+    b = ClipLoss()(model_outputs(v, u, s))["clip_loss"]
     assert a.item() == pytest.approx(b.item(), rel=1e-12)
 
 
@@ -59,8 +59,8 @@ def test_perfectly_aligned_pairs_approach_zero_and_mismatched_are_large():
     # Orthonormal matched pairs with a large scale: every row's softmax is ~one-hot on the diagonal.
     e = torch.eye(4, dtype=torch.float64)
     s = torch.tensor(50.0, dtype=torch.float64)
-    aligned = ClipLoss()(ModelOutputs(e, e, s))["clip_loss"].item()
-    swapped = ClipLoss()(ModelOutputs(e, e[[1, 0, 3, 2]], s))["clip_loss"].item()
+    aligned = ClipLoss()(model_outputs(e, e, s))["clip_loss"].item()
+    swapped = ClipLoss()(model_outputs(e, e[[1, 0, 3, 2]], s))["clip_loss"].item()
     assert aligned < 1e-10
     assert swapped == pytest.approx(50.0, rel=1e-6)  # the right pair scores 0, a wrong one 50
 
@@ -76,7 +76,7 @@ def test_gradients_reach_embeddings_and_scale():
     u = rand_unit(4, 6).requires_grad_()
     v = rand_unit(4, 6).requires_grad_()
     log_s = torch.tensor(math.log(14.285), dtype=torch.float64, requires_grad=True)
-    loss = ClipLoss()(ModelOutputs(u, v, log_s.exp()))["clip_loss"]
+    loss = ClipLoss()(model_outputs(u, v, log_s.exp()))["clip_loss"]
     loss.backward()
     for t in (u, v, log_s):
         assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0
@@ -88,7 +88,7 @@ def test_gradient_matches_finite_differences():
     u, v = rand_unit(3, 4), rand_unit(3, 4)
     s = 9.0
     uu = u.clone().requires_grad_()
-    ClipLoss()(ModelOutputs(uu, v, torch.tensor(s, dtype=torch.float64)))["clip_loss"].backward()
+    ClipLoss()(model_outputs(uu, v, torch.tensor(s, dtype=torch.float64)))["clip_loss"].backward()
     eps = 1e-6
     for i in range(3):
         for d in range(4):
@@ -100,7 +100,7 @@ def test_gradient_matches_finite_differences():
 
 
 def test_does_not_need_views():
-    assert ClipLoss.needs_views is False
+    assert VIEWS not in ClipLoss.needs
     u, v = rand_unit(3, 4), rand_unit(3, 4)
     # no image_aug/text_aug given: must still work
-    ClipLoss()(ModelOutputs(u, v, torch.tensor(1.0, dtype=torch.float64)))
+    ClipLoss()(model_outputs(u, v, torch.tensor(1.0, dtype=torch.float64)))

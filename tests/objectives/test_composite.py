@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clipbackdoor.objectives import OBJECTIVES, ModelOutputs, WeightedObjective, build_objective
+from clipbackdoor.objectives import OBJECTIVES, VIEWS, WeightedObjective, build_objective, model_outputs
 from clipbackdoor.objectives.clip import ClipLoss
 from clipbackdoor.objectives.inmodal import InModalLoss
 from clipbackdoor.registry import ConfigError
@@ -16,7 +16,7 @@ def rand_unit(n: int, d: int) -> torch.Tensor:
 
 
 def outputs(n=5, d=4, views=True):
-    return ModelOutputs(
+    return model_outputs(
         image=rand_unit(n, d), text=rand_unit(n, d), logit_scale=torch.tensor(14.285, dtype=torch.float64),
         image_aug=rand_unit(n, d) if views else None, text_aug=rand_unit(n, d) if views else None,
     )
@@ -45,7 +45,7 @@ def test_clip_only_never_computes_views():
     # "MMCL" runs must not make augmented views (expensive, and the data pipeline skips them); a term with
     # weight 0 is therefore not built at all rather than multiplied by zero.
     obj = build_objective({"clip_weight": 1.0, "inmodal_weight": 0.0})
-    assert obj.needs_views is False
+    assert VIEWS not in obj.needs
     assert set(obj.terms) == {"clip"}
     res = obj(outputs(views=False))  # would raise inside InModalLoss if it were evaluated
     assert set(res) == {"clip_loss", "loss"}
@@ -54,7 +54,7 @@ def test_clip_only_never_computes_views():
 
 def test_ssl_only():
     obj = build_objective({"clip_weight": 0, "inmodal_weight": 2.0})
-    assert obj.needs_views is True
+    assert VIEWS in obj.needs
     assert set(obj.terms) == {"inmodal"}
     out = outputs()
     res = obj(out)
@@ -69,10 +69,10 @@ def test_missing_weight_means_term_off():
 
 def test_backward_through_total():
     out = outputs()
-    for t in (out.image, out.text, out.image_aug, out.text_aug):
+    for t in (out["image_features"], out["text_features"], out["image_features_aug"], out["text_features_aug"]):
         t.requires_grad_()
     build_objective({"clip_weight": 1, "inmodal_weight": 1})(out)["loss"].backward()
-    for t in (out.image, out.text, out.image_aug, out.text_aug):
+    for t in (out["image_features"], out["text_features"], out["image_features_aug"], out["text_features_aug"]):
         assert t.grad is not None and t.grad.abs().sum() > 0
 
 

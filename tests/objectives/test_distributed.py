@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from clipbackdoor.objectives import ModelOutputs
+from clipbackdoor.objectives import model_outputs
 from clipbackdoor.objectives.clip import ClipLoss
 from clipbackdoor.objectives.distributed import gather_features
 from clipbackdoor.objectives.inmodal import InModalLoss
@@ -84,7 +84,7 @@ def _global_clip(u, v, s):
     u = u.clone().requires_grad_()
     v = v.clone().requires_grad_()
     s = s.clone().requires_grad_()
-    loss = ClipLoss()(ModelOutputs(u, v, s))["clip_loss"]
+    loss = ClipLoss()(model_outputs(u, v, s))["clip_loss"]
     loss.backward()
     return loss.item(), u.grad, v.grad, s.grad
 
@@ -105,7 +105,7 @@ def test_every_rank_computes_the_global_clip_loss(monkeypatch, world):
         lu = u[rank * b : (rank + 1) * b].clone().requires_grad_()
         lv = v[rank * b : (rank + 1) * b].clone().requires_grad_()
         ls = s.clone().requires_grad_()
-        loss = ClipLoss(rank=rank, world_size=world)(ModelOutputs(lu, lv, ls))["clip_loss"]
+        loss = ClipLoss(rank=rank, world_size=world)(model_outputs(lu, lv, ls))["clip_loss"]
         loss.backward()
         assert loss.item() == pytest.approx(g_loss, rel=1e-12)
         torch.testing.assert_close(lu.grad, world * g_du[rank * b : (rank + 1) * b], rtol=1e-10, atol=1e-12)
@@ -121,7 +121,7 @@ def test_every_rank_computes_the_global_inmodal_loss(monkeypatch):
     u, v, ua, va = (rand_unit(n, 4) for _ in range(4))
     s = torch.tensor(9.0, dtype=torch.float64)
     leaves = [t.clone().requires_grad_() for t in (u, v, ua, va)]
-    g = InModalLoss()(ModelOutputs(leaves[0], leaves[1], s, leaves[2], leaves[3]))["inmodal_loss"]
+    g = InModalLoss()(model_outputs(leaves[0], leaves[1], s, leaves[2], leaves[3]))["inmodal_loss"]
     g.backward()
     for rank in range(world):
         # InModalLoss gathers image, image_aug, then text, text_aug
@@ -129,7 +129,7 @@ def test_every_rank_computes_the_global_inmodal_loss(monkeypatch):
         sl = slice(rank * b, (rank + 1) * b)
         local = [t[sl].clone().requires_grad_() for t in (u, v, ua, va)]
         loss = InModalLoss(rank=rank, world_size=world)(
-            ModelOutputs(local[0], local[1], s, local[2], local[3])
+            model_outputs(local[0], local[1], s, local[2], local[3])
         )["inmodal_loss"]
         loss.backward()
         assert loss.item() == pytest.approx(g.item(), rel=1e-12)
@@ -146,7 +146,7 @@ def test_ranks_with_different_row_counts(monkeypatch):
     g_loss, g_du, _, _ = _global_clip(u, v, s)
     monkeypatch.setattr(dist, "all_gather", FakeAllGather([u, v], 2, sizes))
     lu, lv = u[3:].clone().requires_grad_(), v[3:].clone()
-    loss = ClipLoss(rank=1, world_size=2)(ModelOutputs(lu, lv, s))["clip_loss"]
+    loss = ClipLoss(rank=1, world_size=2)(model_outputs(lu, lv, s))["clip_loss"]
     loss.backward()
     assert loss.item() == pytest.approx(g_loss, rel=1e-12)
     torch.testing.assert_close(lu.grad, 2 * g_du[3:], rtol=1e-10, atol=1e-12)
@@ -159,5 +159,5 @@ def test_local_only_loss_differs_from_global(monkeypatch):
     u, v = rand_unit(2 * b, 5), rand_unit(2 * b, 5)
     s = torch.tensor(14.285, dtype=torch.float64)
     g_loss = _global_clip(u, v, s)[0]
-    local = ClipLoss()(ModelOutputs(u[:b], v[:b], s))["clip_loss"].item()
+    local = ClipLoss()(model_outputs(u[:b], v[:b], s))["clip_loss"].item()
     assert local != pytest.approx(g_loss, rel=1e-3)

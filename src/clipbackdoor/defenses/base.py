@@ -1,28 +1,95 @@
-"""Fine-tuning defenses: each one is a configuration of the one training loop, not a second trainer.
+"""The defense interface: a fine-tuning defense is a configuration and hooks of the one training loop.
 
-A defense turns its own options into the objective section of a cleaning run; ``apply_defense`` resolves
-it when the config is loaded, so the run's ``config.yaml`` records both the defense and the objective it
-implies.
+A defense is one file and one registry line. It may
+
+* set any config section it owns (``config()``): the objective (its terms and weights, including terms of
+  its own, registered in ``objectives``), optimizer settings such as ``train.weight_decay``, the schedule,
+  ``init.inherit_optimizer``. ``apply_defense`` merges that patch into the config when it is loaded, so the
+  run's ``config.yaml`` records what the defense resolved to, and a user setting the same key is an error
+  (``owned_keys``) rather than a value silently overwritten;
+* act once at the start of a run (``start``), after the starting weights are loaded and never on resume,
+  for example to transform those weights. The hook runs on every rank with the same seed and inputs, so
+  every rank ends in the same state.
+
+Defense modules do not import torch at module level: reading a run's config (reports, sweeps) builds its
+defense, and that must not need torch.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from clipbackdoor.registry import Registry
+from clipbackdoor.registry import ConfigError, Registry
+
+if TYPE_CHECKING:
+    import torch
 
 DEFENSES = Registry("defense")
 
 
-class Defense(Protocol):
-    def objective(self) -> dict[str, Any]:
-        """The objective section this defense trains with."""
+@dataclass
+class StartContext:
+    """What a defense's start hook receives.
+
+    ``fresh_model()`` builds a freshly initialised model of the run's architecture (no pretrained weights),
+    on the run's device, from a generator seeded by the run's seed: the same model on every rank and in
+    every repetition of the run.
+    """
+
+    model: torch.nn.Module
+    seed: int
+    device: torch.device
+    fresh_model: Callable[[], torch.nn.Module]
+
+
+class Defense:
+    """Base class of defenses: override ``config`` and, where needed, ``start``."""
+
+    def config(self) -> dict[str, Any]:
+        """The config sections this defense sets, as a nested patch: ``{"objective": {...}}`` replaces the
+        objective section whole; any other section is merged key by key (``{"train": {"weight_decay": 5}}``)."""
+        return {}
+
+    def start(self, run: StartContext) -> None:
+        """Once, when a run starts from its initial weights (never on resume)."""
+
+    @classmethod
+    def has_start_hook(cls) -> bool:
+        return cls.start is not Defense.start
+
+
+#: Sections a defense may set; the others (data, model, attack, ...) are the experiment, not the defense.
+PATCHABLE = ("objective", "train", "init")
+
+
+def owned_keys(section: dict[str, Any]) -> list[str]:
+    """The dotted config keys the defense of ``section`` sets (``objective``, ``train.weight_decay``)."""
+    patch = DEFENSES.build(section, where="defense").config()
+    keys = []
+    for name, value in patch.items():
+        if name == "objective":
+            keys.append(name)
+        else:
+            keys += [f"{name}.{key}" for key in value]
+    return keys
 
 
 def apply_defense(data: dict[str, Any]) -> dict[str, Any]:
-    """Fill ``objective`` from ``defense`` in a config dict (no-op without a defense)."""
+    """Merge the patch of ``data["defense"]`` into a config dict (no-op without a defense)."""
     section = data.get("defense")
     if not section:
         return data
-    defense = DEFENSES.build(section, where="defense")
-    return {**data, "objective": defense.objective()}
+    patch = DEFENSES.build(section, where="defense").config()
+    out = dict(data)
+    for name, value in patch.items():
+        if name not in PATCHABLE:
+            raise ConfigError(f"defense {section.get('name')!r} sets config section {name!r}; a defense may set "
+                              f"only {', '.join(PATCHABLE)}")
+        if name == "objective":
+            out[name] = copy.deepcopy(value)
+        else:
+            out[name] = {**(out.get(name) or {}), **copy.deepcopy(value)}
+    return out

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from clipbackdoor.defenses.base import DEFENSES
+from clipbackdoor.defenses.base import DEFENSES, Defense
 
 
 @DEFENSES.register("cleanclip")
-class CleanCLIP:
+class CleanCLIP(Defense):
     def __init__(self, clip_weight: float = 1.0, inmodal_weight: float = 1.0) -> None:
         self.clip_weight, self.inmodal_weight = clip_weight, inmodal_weight
 
-    def objective(self) -> dict[str, Any]:
-        return {"clip_weight": self.clip_weight, "inmodal_weight": self.inmodal_weight}
+    def config(self) -> dict[str, Any]:
+        return {"objective": {"clip_weight": self.clip_weight, "inmodal_weight": self.inmodal_weight}}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from clipbackdoor.defenses.base import DEFENSES
+from clipbackdoor.defenses.base import DEFENSES, Defense
 
 
 @DEFENSES.register("mmcl")
-class MMCLFinetune:
-    def objective(self) -> dict[str, Any]:
-        return {"clip_weight": 1.0, "inmodal_weight": 0.0}
+class MMCLFinetune(Defense):
+    def config(self) -> dict[str, Any]:
+        return {"objective": {"clip_weight": 1.0, "inmodal_weight": 0.0}}

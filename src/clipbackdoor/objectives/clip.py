@@ -9,10 +9,13 @@ with U, V the normalised image and text embeddings of the (global) batch and s t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
-from clipbackdoor.objectives.base import OBJECTIVES, ModelOutputs
+from clipbackdoor.objectives.base import OBJECTIVES, Term
 from clipbackdoor.objectives.distributed import gather_features
 
 
@@ -23,17 +26,17 @@ def info_nce(queries: torch.Tensor, keys: torch.Tensor, scale: torch.Tensor) -> 
 
 
 @OBJECTIVES.register("clip")
-class ClipLoss(torch.nn.Module):
+class ClipLoss(Term):
     """Symmetric image-text InfoNCE (MMCL)."""
-
-    needs_views = False
 
     def __init__(self, rank: int = 0, world_size: int = 1) -> None:
         super().__init__()
         self.rank, self.world_size = rank, world_size
 
-    def forward(self, out: ModelOutputs) -> dict[str, torch.Tensor]:
-        u = gather_features(out.image, self.rank, self.world_size)
-        v = gather_features(out.text, self.rank, self.world_size)
-        loss = 0.5 * (info_nce(u, v, out.logit_scale) + info_nce(v, u, out.logit_scale))
+    def forward(self, out: Mapping[str, torch.Tensor], batch: Mapping[str, Any] | None = None
+                ) -> dict[str, torch.Tensor]:
+        u = gather_features(out["image_features"], self.rank, self.world_size)
+        v = gather_features(out["text_features"], self.rank, self.world_size)
+        s = out["logit_scale"]
+        loss = 0.5 * (info_nce(u, v, s) + info_nce(v, u, s))
         return {"clip_loss": loss}

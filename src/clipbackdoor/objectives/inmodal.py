@@ -13,27 +13,31 @@ is what CleanCLIP relies on to break the trigger-to-caption shortcut.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
-from clipbackdoor.objectives.base import OBJECTIVES, ModelOutputs
+from clipbackdoor.objectives.base import OBJECTIVES, VIEWS, Term, view_features
 from clipbackdoor.objectives.clip import info_nce
 from clipbackdoor.objectives.distributed import gather_features
 
 
 @OBJECTIVES.register("inmodal")
-class InModalLoss(torch.nn.Module):
+class InModalLoss(Term):
     """Image-to-augmented-image plus text-to-augmented-text InfoNCE, one direction each."""
 
-    needs_views = True
+    needs = frozenset({VIEWS})
 
     def __init__(self, rank: int = 0, world_size: int = 1) -> None:
         super().__init__()
         self.rank, self.world_size = rank, world_size
 
-    def forward(self, out: ModelOutputs) -> dict[str, torch.Tensor]:
-        if out.image_aug is None or out.text_aug is None:
-            raise ValueError("the inmodal objective needs augmented image and text views")
+    def forward(self, out: Mapping[str, torch.Tensor], batch: Mapping[str, Any] | None = None
+                ) -> dict[str, torch.Tensor]:
+        image_aug, text_aug = view_features(out, "inmodal")
         g = lambda x: gather_features(x, self.rank, self.world_size)  # noqa: E731
-        image = info_nce(g(out.image), g(out.image_aug), out.logit_scale)
-        text = info_nce(g(out.text), g(out.text_aug), out.logit_scale)
+        s = out["logit_scale"]
+        image = info_nce(g(out["image_features"]), g(image_aug), s)
+        text = info_nce(g(out["text_features"]), g(text_aug), s)
         return {"inmodal_loss": 0.5 * (image + text), "inmodal_image_loss": image, "inmodal_text_loss": text}

@@ -22,11 +22,14 @@ from clipbackdoor import distributed
 from clipbackdoor.config import ExperimentConfig
 from clipbackdoor.data.loading import build_train_loader
 from clipbackdoor.data.transforms import Normalize
+from clipbackdoor.defenses import DEFENSES, StartContext
 from clipbackdoor.distributed import SINGLE, DistContext
 from clipbackdoor.eval.runner import Evaluator
 from clipbackdoor.io import JsonlLogger, atomic_write_json, drop_torn_tail, read_jsonl, write_jsonl
+from clipbackdoor.models import create_model
 from clipbackdoor.models.weights import load_weights_into, read_weights, save_weights
-from clipbackdoor.objectives import ModelOutputs, build_objective
+from clipbackdoor.objectives import VIEWS, EpochContext, as_output_dict, build_objective
+from clipbackdoor.objectives.distributed import gather_features
 from clipbackdoor.registry import ConfigError
 from clipbackdoor.rundir import LAST, RunDir, epoch_weights_name
 from clipbackdoor.seeding import derive_seed, seed_everything, torch_generator
@@ -65,24 +68,32 @@ def forward_batch(model, batch, objective, normalize, image_augment, generator, 
     model runs under bf16 autocast when asked; the losses are always computed in fp32, since bf16 logits
     of a contrastive batch at scale 100 would be off by whole units.
     """
-    images = batch["image"].to(device, non_blocking=True)
+    images = batch_images(batch, device, poisoner)
     texts = batch["text"].to(device, non_blocking=True)
-    if poisoner is not None and batch["triggers"]:
-        images = poisoner.apply(images, batch["is_poisoned"], batch["triggers"])
     n = len(images)
-    if objective.needs_views:
+    views = VIEWS in objective.needs
+    if views:
         images = torch.cat([images, image_augment(images, generator, rows=view_rows)])
         texts = torch.cat([texts, batch["text_aug"].to(device, non_blocking=True)])
     pixels = normalize(images)
     if channels_last:
         pixels = pixels.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        image_features, text_features, scale = model(pixels, texts)[:3]
-    image_features, text_features, scale = image_features.float(), text_features.float(), scale.float()
-    out = ModelOutputs(image=image_features[:n], text=text_features[:n], logit_scale=scale)
-    if objective.needs_views:
-        out.image_aug, out.text_aug = image_features[n:], text_features[n:]
-    return objective(out)
+        result = as_output_dict(model(pixels, texts))
+    out = {key: value.float() for key, value in result.items()}
+    for key in ("image_features", "text_features"):
+        if views:
+            out[f"{key}_aug"] = out[key][n:]
+        out[key] = out[key][:n]
+    return objective(out, batch)
+
+
+def batch_images(batch: dict[str, Any], device: torch.device, poisoner=None) -> torch.Tensor:
+    """A batch's images on ``device``, with the triggers of its poisoned rows."""
+    images = batch["image"].to(device, non_blocking=True)
+    if poisoner is not None and batch["triggers"]:
+        images = poisoner.apply(images, batch["is_poisoned"], batch["triggers"])
+    return images
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -133,20 +144,19 @@ class Trainer:
         # Every rank draws the same manifest from the seed; rank 0 writes it.
         self.c = build_components(cfg, run if ctx.is_main else None, self.device)
         self.model = self.c.model
-        self.objective = build_objective(cfg.objective, ctx.rank, ctx.world_size)
+        self.objective = build_objective(cfg.objective, ctx.rank, ctx.world_size,
+                                         embed_dim=getattr(self.model.visual, "output_dim", None)).to(self.device)
+        self.defense = DEFENSES.build(cfg.defense, where="defense") if cfg.defense else None
         self.forward_model = self._wrap(self.model)
         self.normalize = Normalize().to(self.device)
+        views = VIEWS in self.objective.needs
         prepare = getattr(self.c.text_augment, "prepare", None)
-        if self.objective.needs_views and prepare is not None:
+        if views and prepare is not None:
             prepare()
-        self.loader = build_train_loader(
-            self.c.pairs, tokenizer=self.c.tokenizer, seed=cfg.seed, batch_size=t.batch_size,
-            poisoner=self.c.poisoner, text_augment=self.c.text_augment if self.objective.needs_views else None,
-            text_augment_per=cfg.data.text_augment_per, num_workers=cfg.data.num_workers,
-            rank=ctx.rank, world_size=ctx.world_size, pin_memory=cfg.data.pin_memory and self.device.type == "cuda",
-        )
+        self.loader = self._loader(text_augment=self.c.text_augment if views else None)
         self.steps_per_epoch = len(self.loader)
-        self.optimizer = build_optimizer(self.model, t.lr, t.weight_decay, (t.beta1, t.beta2), t.eps)
+        self.optimizer = build_optimizer(self.model, t.lr, t.weight_decay, (t.beta1, t.beta2), t.eps,
+                                         objective=self.objective)
         self.evaluator = Evaluator(
             self.c.eval_set, self.c.tokenizer, self.c.attack, seed=cfg.eval.asr_seed, draws=cfg.eval.asr_draws,
             batch_size=cfg.eval.batch_size, max_images=cfg.eval.max_images, device=self.device, ctx=ctx,
@@ -157,6 +167,15 @@ class Trainer:
                                              device=self.device, ctx=ctx)
         self.pos = Position()
         self.last = run.checkpoints / LAST
+
+    def _loader(self, text_augment=None, num_workers: int | None = None):
+        cfg, ctx = self.cfg, self.ctx
+        return build_train_loader(
+            self.c.pairs, tokenizer=self.c.tokenizer, seed=cfg.seed, batch_size=cfg.train.batch_size,
+            poisoner=self.c.poisoner, text_augment=text_augment, text_augment_per=cfg.data.text_augment_per,
+            num_workers=cfg.data.num_workers if num_workers is None else num_workers,
+            rank=ctx.rank, world_size=ctx.world_size, pin_memory=cfg.data.pin_memory and self.device.type == "cuda",
+        )
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The module that runs training forward passes: DDP across ranks, channels_last, compiled."""
@@ -205,14 +224,28 @@ class Trainer:
                         f"init.inherit_optimizer: the optimizer state in {path} does not fit this model's "
                         f"parameter groups ({err}); set init.inherit_optimizer=false"
                     ) from None
+        if self.defense is not None:
+            # Once, from the starting weights; a resumed run has its result in last.pt already.
+            self.defense.start(StartContext(model=self.model, seed=derive_seed(self.cfg.seed, "defense"),
+                                            device=self.device, fresh_model=self.fresh_model))
         if self.ctx.is_main:
             self.run.metrics.unlink(missing_ok=True)
+
+    def fresh_model(self) -> torch.nn.Module:
+        """A freshly initialised model of the run's architecture (never its pretrained weights), the same on
+        every rank: the initialisation draws from the CPU generator, seeded and restored around it."""
+        section = {k: v for k, v in self.cfg.model.items() if k != "pretrained"}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.cfg.seed, "fresh-model"))
+            return create_model(**section).model.to(self.device)
 
     def _resume_from(self, state: Any) -> None:
         """Load a ``last.pt`` state; one that is damaged or another program's is a one-line error."""
         try:
             load_weights_into(self.model, state["model"], str(self.last))
             self.optimizer.load_state_dict(state["optimizer"])
+            # The objective's own parameters and buffers (a bias, a head, centroids); older states hold none.
+            self.objective.load_state_dict(state.get("objective", {}))
             self.pos = Position(**state["position"])
             torch.set_rng_state(state["torch_rng"])
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
@@ -230,6 +263,7 @@ class Trainer:
                 save_weights(self.run.checkpoints / epoch_weights_name(self.pos.epoch), self.model)
             ckpt.save_state(self.last, {
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "objective": self.objective.state_dict(),
                 "position": vars(self.pos).copy(), "torch_rng": torch.get_rng_state(),
             })
         # No rank runs ahead of a checkpoint that it might have to resume from.
@@ -290,6 +324,7 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
+        self._average_objective_grads()
         if t.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
         self.optimizer.step()
@@ -301,8 +336,54 @@ class Trainer:
         pos.epoch_loss += losses["loss"].detach().item()
         return losses, lr
 
+    def _average_objective_grads(self) -> None:
+        """DDP averages the model's gradients; the objective's own parameters are averaged here. Terms
+        compute the global batch's loss on every rank, so this changes nothing but rounding, and keeps the
+        ranks' copies identical even for a term that does not."""
+        if not self.ctx.enabled:
+            return
+        for p in self.objective.parameters():
+            if p.grad is not None:
+                p.grad = distributed.all_reduce_sum(p.grad, self.ctx, self.device) / self.ctx.world_size
+
+    def _start_epoch(self) -> None:
+        """Let the objective's terms prepare the epoch (pseudo-labels, a fresh head)."""
+        self.objective.start_epoch(EpochContext(
+            epoch=self.pos.epoch, device=self.device,
+            generator=torch_generator(self.cfg.seed, "objective-epoch", self.pos.epoch),
+            embed_images=self.embed_training_images, reset_optimizer_state=self._reset_optimizer_state,
+        ))
+
+    def _reset_optimizer_state(self, params: list[torch.nn.Parameter]) -> None:
+        for p in params:
+            self.optimizer.state.pop(p, None)
+
+    @torch.no_grad()
+    def embed_training_images(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every rank's training images embedded (original views, triggers applied, eval mode), gathered
+        rank-major: the same (N, D) embeddings and (N,) dataset rows on every rank."""
+        loader = self._loader()
+        loader.set_epoch(self.pos.epoch)
+        was_training = self.model.training
+        self.model.eval()
+        features, rows = [], []
+        try:
+            for batch in loader:
+                pixels = self.normalize(batch_images(batch, self.device, self.c.poisoner))
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.train.precision == "bf16"):
+                    u = self.model.encode_image(pixels, normalize=True)
+                features.append(u.float())
+                rows.append(batch["index"].to(self.device))
+        finally:
+            self.model.train(was_training)
+        u, index = torch.cat(features), torch.cat(rows)
+        return (gather_features(u, self.ctx.rank, self.ctx.world_size),
+                gather_features(index, self.ctx.rank, self.ctx.world_size))
+
     def train_epoch(self, logger: JsonlLogger) -> None:
         t, pos = self.cfg.train, self.pos
+        if pos.batch == 0:
+            self._start_epoch()
         self.loader.set_epoch(pos.epoch, start_batch=pos.batch)
         bar = tqdm(self.loader, total=self.steps_per_epoch, initial=pos.batch, disable=not t.progress,
                    desc=f"epoch {pos.epoch + 1}/{t.epochs}", leave=False, dynamic_ncols=True)

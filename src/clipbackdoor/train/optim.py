@@ -12,8 +12,11 @@ def no_decay(name: str, param: torch.nn.Parameter) -> bool:
 
 
 def build_optimizer(
-    model: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, float], eps: float
+    model: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, float], eps: float,
+    objective: torch.nn.Module | None = None,
 ) -> torch.optim.AdamW:
+    """AdamW over ``model`` and, in a third group without weight decay, the objective's own parameters
+    (SigLIP's bias, a clustering head: the originals exempt both from weight decay)."""
     decay, plain = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -22,4 +25,7 @@ def build_optimizer(
         {"params": plain, "weight_decay": 0.0, "name": "no_decay"},
         {"params": decay, "weight_decay": weight_decay, "name": "decay"},
     ]
+    own = [p for p in objective.parameters() if p.requires_grad] if objective is not None else []
+    if own:
+        groups.append({"params": own, "weight_decay": 0.0, "name": "objective"})
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
