@@ -352,28 +352,37 @@ def load_config(
         data = _merge(data, base)
     file_data = read_yaml(path) if path is not None else {}
     data = apply_overrides(_merge(data, file_data), overrides or [])
-    _check_defense_keys(data.get("defense"), file_data, overrides or [], path)
+    _check_defense_keys(data, file_data, overrides or [], path)
     return config_from_dict(data)
 
 
-def _check_defense_keys(defense: Any, file_data: dict[str, Any], overrides: list[str], path: Any) -> None:
-    """A key the defense sets may not be set by the user too: the defense would silently overwrite it."""
+def _check_defense_keys(data: dict[str, Any], file_data: dict[str, Any], overrides: list[str], path: Any) -> None:
+    """A key the defense sets may not be set to another value by the user: the defense would silently
+    overwrite it. (The same value is fine: a paper config may spell out what the defense implies.)"""
+    defense = data.get("defense")
     if not defense:
         return
-    from clipbackdoor.defenses import owned_keys
+    from clipbackdoor.defenses import owned_settings
 
     section = {"name": defense} if isinstance(defense, str) else defense
-    owned = owned_keys(section)
-    name = section.get("name")
+    owned = owned_settings(section)
     set_here = [(str(path), key) for key in _dotted_keys(file_data)] + [
         ("override", o.split("=", 1)[0].strip()) for o in overrides]
     for origin, key in set_here:
-        hit = next((k for k in owned if key == k or key.startswith(k + ".") or k.startswith(key + ".")), None)
-        if hit:
-            raise ConfigError(
-                f"{origin}: {key} conflicts with defense {name!r}, which sets {hit}; set the defense's options "
-                f"instead (defense.<option>=..., see `clipbackdoor list defenses`)"
-            )
+        for owned_key, value in owned.items():
+            related = key == owned_key or key.startswith(owned_key + ".") or owned_key.startswith(key + ".")
+            if related and _lookup(data, owned_key) != value:
+                raise ConfigError(
+                    f"{origin}: {key} conflicts with defense {section.get('name')!r}, which sets {owned_key} to "
+                    f"{value!r}; set the defense's options instead (defense.<option>=...)"
+                )
+
+
+def _lookup(data: dict[str, Any], dotted: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def _dotted_keys(data: dict[str, Any], prefix: str = "") -> list[str]:

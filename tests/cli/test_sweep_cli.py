@@ -8,7 +8,8 @@ import yaml
 from clipbackdoor.cli import main
 
 SHIPPED = ("attacks", "demo", "demo-quick", "demo-poisoned-cleaning", "paper-mini", "paper-cc3m-cleaning",
-           "paper-cc6m-cleaning", "study-capacity", "study-headline", "study-length", "study-cleaning", "study-task", "study-scale", "headline")
+           "paper-cc6m-cleaning", "study-capacity", "study-headline", "study-length", "study-cleaning", "study-task", "study-scale", "headline",
+           "defenses", "paper-heavy-l2")
 
 # MMCL-only pre-training (no WordNet needed) and cleaning of 256 / 128 pairs: about 2 s a run.
 TINY = {"data.train.num_samples": 256, "data.eval.num_samples": 100, "train.batch_size": 64,

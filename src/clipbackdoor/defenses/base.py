@@ -6,7 +6,7 @@ A defense is one file and one registry line. It may
   its own, registered in ``objectives``), optimizer settings such as ``train.weight_decay``, the schedule,
   ``init.inherit_optimizer``. ``apply_defense`` merges that patch into the config when it is loaded, so the
   run's ``config.yaml`` records what the defense resolved to, and a user setting the same key is an error
-  (``owned_keys``) rather than a value silently overwritten;
+  (``owned_settings``) rather than a value silently overwritten;
 * act once at the start of a run (``start``), after the starting weights are loaded and never on resume,
   for example to transform those weights. The hook runs on every rank with the same seed and inputs, so
   every rank ends in the same state.
@@ -65,16 +65,16 @@ class Defense:
 PATCHABLE = ("objective", "train", "init")
 
 
-def owned_keys(section: dict[str, Any]) -> list[str]:
-    """The dotted config keys the defense of ``section`` sets (``objective``, ``train.weight_decay``)."""
+def owned_settings(section: dict[str, Any]) -> dict[str, Any]:
+    """What the defense of ``section`` sets, by dotted key: ``{"objective": {...}, "train.weight_decay": 5.0}``."""
     patch = DEFENSES.build(section, where="defense").config()
-    keys = []
+    settings: dict[str, Any] = {}
     for name, value in patch.items():
         if name == "objective":
-            keys.append(name)
+            settings[name] = value
         else:
-            keys += [f"{name}.{key}" for key in value]
-    return keys
+            settings.update({f"{name}.{key}": v for key, v in value.items()})
+    return settings
 
 
 def apply_defense(data: dict[str, Any]) -> dict[str, Any]:

@@ -75,9 +75,17 @@ class RunInfo:
         return next((e for e in evals if e.get("epoch") == self.source_epoch), None)
 
 
+# The paper's names for CleanCLIP's two terms; every other term is named as the config names it.
+_TERM_LABELS = {"clip": "MMCL", "inmodal": "SSL"}
+
+
 def objective_label(objective: dict[str, Any]) -> str:
-    terms = [label for key, label in (("clip_weight", "MMCL"), ("inmodal_weight", "SSL")) if objective.get(key, 0)]
-    return "+".join(terms) or "none"
+    """An objective as reports name it, from its config: the terms with a weight > 0, in config order
+    (``{"clip_weight": 1, "inmodal_weight": 1}`` -> "MMCL+SSL", ``{"clip_weight": 1, "cyclip_weight": 1}`` ->
+    "MMCL+cyclip"), so a new term needs no change here."""
+    terms = [key[: -len("_weight")] for key, w in objective.items()
+             if key.endswith("_weight") and isinstance(w, (int, float)) and w > 0]
+    return "+".join(_TERM_LABELS.get(t, t) for t in terms) or "none"
 
 
 def find_runs(root: str | Path) -> list[Path]:
@@ -130,13 +138,15 @@ def _read_run(path: Path, root: Path) -> RunInfo:
     init = (config.get("init") or {}).get("checkpoint")
     defense = config.get("defense") or {}
     poison = config.get("poison") or {}
+    objective = objective_label(config.get("objective") or {})
     return RunInfo(
         name=path.relative_to(root).as_posix() if path != root else path.name,
         path=path,
         config=config,
         kind="clean" if init else "pretrain",
-        objective=objective_label(config.get("objective") or {}),
-        method=defense.get("name") if init else None,
+        objective=objective,
+        # A cleaning run without a defense fine-tunes with the objective its config names.
+        method=(defense.get("name") or f"fine-tune {objective}") if init else None,
         seed=int(config.get("seed", 0)),
         evals=evals,
         complete=(path / "summary.json").is_file(),

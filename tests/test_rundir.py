@@ -92,3 +92,29 @@ def test_a_training_state_that_cannot_be_resumed_is_one_error_naming_it(tmp_path
     with pytest.raises(ConfigError, match=r"last\.pt: not a training state this run can resume from \(.+\); "
                                           r"restore it, or delete the run directory to start again"):
         run_training(_cfg("train.epochs=1"), tmp_path)
+
+
+def test_reading_run_directories_and_reporting_need_no_torch(tmp_path):
+    # Reports, sweeps' bookkeeping and the CLI's checks read run folders on machines and in processes that
+    # never train; importing torch there costs seconds and gigabytes. A defense in the config is built when
+    # the config is read, so defenses must not import torch either.
+    import subprocess
+    import sys
+
+    from run_dirs import make_run
+
+    make_run(tmp_path, "pre", evals=[(0.1, 0.0, None), (0.5, 0.9, None)], poison=0.1)
+    make_run(tmp_path, "clean", evals=[(0.5, 0.9, 2.0), (0.4, 0.1, 1.9)], source="pre", defense="shrink_perturb")
+    code = f"""
+import sys
+from clipbackdoor.config import load_config
+from clipbackdoor.rundir import RunDir
+from clipbackdoor.reporting.report import write_report
+for name in ("shrink_perturb", "heavy_l2", "cleanclip"):
+    load_config(None, ["defense.name=" + name])
+RunDir({str(tmp_path / 'clean')!r}).config_dict()
+write_report({str(tmp_path)!r})
+assert "torch" not in sys.modules, sorted(m for m in sys.modules if m.startswith("torch"))[:5]
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
