@@ -1,6 +1,6 @@
 """Training objectives. Importing this package registers every term."""
 
-from clipbackdoor.objectives import clip, inmodal  # noqa: F401  (registration)
+from clipbackdoor.objectives import clip, cyclip, deep_clustering, inmodal, siglip  # noqa: F401  (registration)
 from clipbackdoor.objectives.base import (
     OBJECTIVES,
     VIEWS,
