@@ -106,3 +106,12 @@ def test_defense_sweep_names_every_registered_defense():
 
     clean = next(s for s in load_spec("defenses").stages if s.name == "clean")
     assert {overrides["defense.name"] for _, overrides in clean.points} == set(DEFENSES.names())
+
+
+def test_inherited_optimizer_state_gets_a_fresh_group_for_the_objectives_own_parameters(pretrained, tmp_path):
+    # The pre-training's AdamW state has two groups; a deep-clustering run has a third, for its head.
+    from clipbackdoor.train.checkpoint import load_state
+
+    run_training(_clean(pretrained, "deep_clustering", "init.inherit_optimizer=true", "train.epochs=1"), tmp_path)
+    groups = load_state(tmp_path / "checkpoints" / "last.pt")["optimizer"]["param_groups"]
+    assert [g["name"] for g in groups] == ["no_decay", "decay", "objective"]

@@ -203,3 +203,17 @@ def test_ranks_average_to_the_single_process_gradient(monkeypatch, world, bias):
 def test_local_only_loss_differs_from_global():
     u, v = rand_unit(6, 5), rand_unit(6, 5)
     assert siglip(u[:3], v[:3], 10.0).item() != pytest.approx(siglip(u, v, 10.0).item(), rel=1e-3)
+
+
+def test_a_models_own_logit_bias_is_used_and_not_doubled():
+    from clipbackdoor.objectives import model_outputs
+    from clipbackdoor.objectives.siglip import SigLipLoss, sigmoid_pairwise
+
+    g = torch.Generator().manual_seed(0)
+    u = torch.nn.functional.normalize(torch.randn(4, 8, generator=g), dim=-1)
+    v = torch.nn.functional.normalize(torch.randn(4, 8, generator=g), dim=-1)
+    out = model_outputs(u, v, torch.tensor(10.0), logit_bias=torch.tensor(-3.0))
+    expected = sigmoid_pairwise(u, v, torch.tensor(10.0), torch.tensor(-3.0))
+    assert torch.allclose(SigLipLoss()(out)["siglip_loss"], expected)
+    with pytest.raises(ValueError, match="logit_bias of its own"):
+        SigLipLoss(bias=True)(out)

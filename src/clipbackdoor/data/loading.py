@@ -87,3 +87,19 @@ def build_train_loader(pairs, **kwargs: Any) -> TrainLoader:
 
         return StreamLoader(pairs, **kwargs)
     return MapLoader(pairs, **kwargs)
+
+
+def build_pass_loader(pairs, *, tokenizer, seed: int, batch_size: int, poisoner=None, num_workers: int = 0,
+                      rank: int = 0, world_size: int = 1, pin_memory: bool = False):
+    """One pass over every row of an indexable dataset in row order, without drop_last or shuffling: this
+    rank's contiguous share of the rows, ``batch_size`` rows a batch (what embedding the whole training set
+    needs, e.g. for clustering). None for a streaming dataset, which has no rows to share out."""
+    if getattr(pairs, "streaming", False):
+        return None
+    n = len(pairs)
+    per = -(-n // world_size)
+    mine = list(range(rank * per, min(n, (rank + 1) * per)))
+    chunks = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+    batches = PairBatches(pairs, tokenizer, seed=seed, poisoner=poisoner)
+    return DataLoader(batches, sampler=chunks, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+                      multiprocessing_context="fork" if num_workers > 0 else None)

@@ -69,6 +69,12 @@ class SigLipLoss(Term):
 
     def forward(self, out: Mapping[str, torch.Tensor], batch: Mapping[str, Any] | None = None
                 ) -> dict[str, torch.Tensor]:
+        bias = self.logit_bias
+        if "logit_bias" in out:
+            # A SigLIP architecture (open_clip's ViT-B-16-SigLIP, ...) learns its own bias; use that one.
+            if bias is not None:
+                raise ValueError("objective.siglip.bias: the model has a logit_bias of its own; set bias: false")
+            bias = out["logit_bias"]
         u = gather_features(out["image_features"], self.rank, self.world_size)
         v = gather_features(out["text_features"], self.rank, self.world_size)
-        return {"siglip_loss": sigmoid_pairwise(u, v, out["logit_scale"], self.logit_bias)}
+        return {"siglip_loss": sigmoid_pairwise(u, v, out["logit_scale"], bias)}

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from clipbackdoor import distributed
 from clipbackdoor.config import ExperimentConfig
-from clipbackdoor.data.loading import build_train_loader
+from clipbackdoor.data.loading import build_pass_loader, build_train_loader
 from clipbackdoor.data.transforms import Normalize
 from clipbackdoor.defenses import DEFENSES, StartContext
 from clipbackdoor.distributed import SINGLE, DistContext
@@ -218,7 +218,7 @@ class Trainer:
                 if "optimizer" not in state:
                     raise ConfigError(f"init.inherit_optimizer: {path} holds no optimizer state")
                 try:
-                    self.optimizer.load_state_dict(state["optimizer"])
+                    self.optimizer.load_state_dict(self._with_objective_group(state["optimizer"]))
                 except (ValueError, KeyError) as err:
                     raise ConfigError(
                         f"init.inherit_optimizer: the optimizer state in {path} does not fit this model's "
@@ -230,6 +230,14 @@ class Trainer:
                                             device=self.device, fresh_model=self.fresh_model))
         if self.ctx.is_main:
             self.run.metrics.unlink(missing_ok=True)
+
+    def _with_objective_group(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """A pre-training's optimizer state, plus this run's fresh group for the objective's own parameters
+        (a head or a bias the pre-training did not have)."""
+        ours = self.optimizer.state_dict()["param_groups"]
+        if len(saved.get("param_groups", [])) == len(ours) - 1 and ours[-1].get("name") == "objective":
+            return {"state": saved["state"], "param_groups": [*saved["param_groups"], ours[-1]]}
+        return saved
 
     def fresh_model(self) -> torch.nn.Module:
         """A freshly initialised model of the run's architecture (never its pretrained weights), the same on
@@ -361,16 +369,24 @@ class Trainer:
     @torch.no_grad()
     def embed_training_images(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every rank's training images embedded (original views, triggers applied, eval mode), gathered
-        rank-major: the same (N, D) embeddings and (N,) dataset rows on every rank."""
-        loader = self._loader()
-        loader.set_epoch(self.pos.epoch)
+        rank-major: the same (N, D) embeddings and (N,) dataset rows on every rank. An indexable dataset is
+        read in row order in evaluation-size batches, every row once; a streaming one by one pass of the
+        training loader (its shuffled order, less the last partial batch)."""
+        cfg, ctx = self.cfg, self.ctx
+        loader = build_pass_loader(
+            self.c.pairs, tokenizer=self.c.tokenizer, seed=cfg.seed, batch_size=cfg.eval.batch_size,
+            poisoner=self.c.poisoner, num_workers=cfg.data.num_workers, rank=ctx.rank, world_size=ctx.world_size,
+            pin_memory=cfg.data.pin_memory and self.device.type == "cuda")
+        if loader is None:
+            loader = self._loader()
+            loader.set_epoch(self.pos.epoch)
         was_training = self.model.training
         self.model.eval()
         features, rows = [], []
         try:
             for batch in loader:
                 pixels = self.normalize(batch_images(batch, self.device, self.c.poisoner))
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.train.precision == "bf16"):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"):
                     u = self.model.encode_image(pixels, normalize=True)
                 features.append(u.float())
                 rows.append(batch["index"].to(self.device))
