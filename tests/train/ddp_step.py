@@ -2,7 +2,8 @@
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/train/ddp_step.py OUT KEY=VALUE...
 
-Writes OUT/rank<r>.pt: the loss and every parameter's gradient after DDP's all-reduce.
+Writes OUT/rank<r>.pt: the loss and every parameter's gradient after DDP's all-reduce (the objective's
+own parameters included, as ``objective.<name>``).
 """
 
 import os
@@ -23,7 +24,9 @@ def one_step(cfg, run_dir: Path, ctx: DistContext) -> dict:
     trainer.loader.set_epoch(0)
     batch = next(iter(trainer.loader))
     losses, _ = trainer.step(batch)
-    grads = {name: p.grad.detach().clone() for name, p in trainer.model.named_parameters() if p.grad is not None}
+    named = [*trainer.model.named_parameters(),
+             *(("objective." + n, p) for n, p in trainer.objective.named_parameters())]
+    grads = {name: p.grad.detach().clone() for name, p in named if p.grad is not None}
     return {"losses": {k: v.item() for k, v in losses.items()}, "grads": grads, "rows": len(batch["index"])}
 
 

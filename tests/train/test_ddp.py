@@ -30,6 +30,8 @@ BASE = ["model.name=tiny-vit", "train.device=cpu", "train.threads=1", "train.pro
         "train.batch_size=32", "train.warmup_steps=1", "data.train.num_samples=96", "data.eval.num_samples=60",
         "eval.batch_size=30", "poison.budget=0.1"]
 SSL = ["objective.inmodal_weight=1.0"]
+# SigLIP with its own learnable bias: a parameter outside the model, which DDP does not average.
+SIGLIP = ["objective.clip_weight=0", "objective.siglip_weight=1", "objective.siglip.bias=true"]
 
 
 def _free_port() -> int:
@@ -47,7 +49,7 @@ def torchrun(args: list[str], cwd: Path, nproc: int = 2) -> subprocess.Completed
     return proc
 
 
-@pytest.mark.parametrize("objective", [[], SSL], ids=["mmcl", "mmcl-ssl"])
+@pytest.mark.parametrize("objective", [[], SSL, SIGLIP], ids=["mmcl", "mmcl-ssl", "siglip-bias"])
 def test_two_gloo_ranks_take_the_single_process_step(tmp_path, objective):
     overrides = BASE + objective
     torchrun([str(Path(__file__).parent / "ddp_step.py"), str(tmp_path), *overrides], cwd=tmp_path)
@@ -62,6 +64,7 @@ def test_two_gloo_ranks_take_the_single_process_step(tmp_path, objective):
         # ...and after DDP's average every parameter has the single process's gradient, the encoders'
         # included (the original code's would be half of it here).
         assert rank["grads"].keys() == single["grads"].keys()
+        assert ("objective.terms.siglip.logit_bias" in single["grads"]) == (objective == SIGLIP)
         for name, grad in single["grads"].items():
             torch.testing.assert_close(rank["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
@@ -90,3 +93,26 @@ def test_torchrun_pretrain_writes_one_run_like_a_single_process(tmp_path):
     assert summary["world_size"] == 2 and summary["status"] == "complete"
     assert (tmp_path / "ddp" / "poison_manifest.json").read_text() == \
         (tmp_path / "single" / "poison_manifest.json").read_text()
+
+
+def test_torchrun_cleaning_applies_a_start_hook_identically_on_every_rank(tmp_path):
+    # shrink_perturb's fresh model comes from the run's seed: two ranks must start training from the weights
+    # one process starts from, or DDP would average gradients of different models.
+    from safetensors.torch import load_file
+
+    from clipbackdoor.cli import main
+
+    tiny = [o for o in BASE if o != "poison.budget=0.1"] + ["train.epochs=1", "train.log_every=1"]
+    assert main(["pretrain", "--out", str(tmp_path / "src"), *tiny, "poison.budget=0.1"]) == 0
+    clean = ["clean", "--from", str(tmp_path / "src"), "--defense", "shrink_perturb", "defense.perturb=0.5",
+             *tiny, "data.train.num_samples=64"]
+    torchrun(["-m", "clipbackdoor", *clean, "--out", str(tmp_path / "ddp")], cwd=tmp_path)
+    assert main([*clean, "--out", str(tmp_path / "single")]) == 0
+    ddp, single = (load_file(tmp_path / d / "checkpoints" / "epoch_0.safetensors") for d in ("ddp", "single"))
+    assert ddp.keys() == single.keys()
+    for key, value in single.items():
+        assert torch.equal(ddp[key], value), key
+    # ...and take the same first step from them (Adam's later steps amplify rounding in tiny gradients).
+    first = [next(r["loss"] for r in read_jsonl(tmp_path / d / "metrics.jsonl") if r["kind"] == "train")
+             for d in ("ddp", "single")]
+    assert first[0] == pytest.approx(first[1], rel=1e-4)
