@@ -44,3 +44,13 @@ def test_cleaning_without_a_defense_is_named_by_its_objective(tmp_path):
     make_run(tmp_path, "clean/mmcl/plain", evals=[(0.5, 0.9, 2.5), (0.45, 0.3, 2.0)], source="pre/mmcl",
              objective=(1.0, 1.0))
     assert {r.name: r for r in collect_runs(tmp_path)}["clean/mmcl/plain"].method == "fine-tune MMCL+SSL"
+
+
+def test_a_defense_option_and_the_setting_it_resolves_to_are_named_once():
+    from clipbackdoor.reporting.collect import RunInfo
+    from clipbackdoor.reporting.labels import run_settings
+
+    run = RunInfo(name="x", path=None, config={}, kind="clean", objective="MMCL+SSL", method="heavy_l2", seed=0,
+                  evals=[], complete=True, lr=1e-3,
+                  params={"train.weight_decay": 10.0, "defense.weight_decay": 10, "defense.name": "heavy_l2"})
+    assert run_settings(run) == "lr 0.001, weight_decay 10"

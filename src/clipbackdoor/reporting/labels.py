@@ -48,11 +48,16 @@ def pm(values: list[float | None], fmt=pct) -> str:
 def run_settings(run: RunInfo) -> str:
     """The settings that tell a run apart from the others of its kind. A key the run does not set (another
     run of the sweep does) is left out rather than shown as "None"."""
-    parts = [f"lr {run.lr:g}"]
-    parts += [f"{k.rsplit('.', 1)[-1]} {v}" for k, v in run.params.items()
-              if k not in ("train.lr", "seed", "defense.name", "poison.budget") and not k.startswith("objective.")
-              and v is not None]
-    return ", ".join(parts)
+    shown: dict[str, object] = {}
+    # A defense's option first: the setting it resolves to (defense.weight_decay -> train.weight_decay) is
+    # the same fact and would be listed twice under one name.
+    keys = sorted(run.params, key=lambda k: not k.startswith("defense."))
+    for k in keys:
+        v, leaf = run.params[k], k.rsplit(".", 1)[-1]
+        if k in ("train.lr", "seed", "defense.name", "poison.budget") or k.startswith("objective.") or v is None:
+            continue
+        shown.setdefault(leaf, v)
+    return ", ".join([f"lr {run.lr:g}", *(f"{leaf} {v}" for leaf, v in shown.items())])
 
 
 def pick_text(pick: Pick | None, detail: bool) -> str:

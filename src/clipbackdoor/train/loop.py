@@ -28,12 +28,12 @@ from clipbackdoor.eval.runner import Evaluator
 from clipbackdoor.io import JsonlLogger, atomic_write_json, drop_torn_tail, read_jsonl, write_jsonl
 from clipbackdoor.models import create_model
 from clipbackdoor.models.weights import load_weights_into, read_weights, save_weights
-from clipbackdoor.objectives import VIEWS, EpochContext, as_output_dict, build_objective
-from clipbackdoor.objectives.distributed import gather_features
+from clipbackdoor.objectives import VIEWS, EpochContext, build_objective
 from clipbackdoor.registry import ConfigError
 from clipbackdoor.rundir import LAST, RunDir, epoch_weights_name
 from clipbackdoor.seeding import derive_seed, seed_everything, torch_generator
 from clipbackdoor.train import checkpoint as ckpt
+from clipbackdoor.train.forward import embed_images, forward_batch
 from clipbackdoor.train.optim import build_optimizer
 from clipbackdoor.train.run import build_components
 from clipbackdoor.train.schedule import lr_at
@@ -55,45 +55,6 @@ class Position:
     epoch_loss: float = 0.0
     # Rows of this epoch dropped because their image could not be read (data on_error: skip).
     dropped: int = 0
-
-
-def forward_batch(model, batch, objective, normalize, image_augment, generator, device, poisoner=None,
-                  view_rows: tuple[int, int] | None = None, precision: str = "fp32",
-                  channels_last: bool = False) -> dict[str, torch.Tensor]:
-    """One forward pass over [originals; views] (as CleanCLIP does: a single pass of 2B images and texts).
-
-    Triggers go onto the poisoned rows here, on the device, before the views are made from them.
-    ``view_rows`` = (first row, global batch size) places this rank's rows in the global batch, so the
-    image views drawn from ``generator`` are those a single process would draw for the same rows. The
-    model runs under bf16 autocast when asked; the losses are always computed in fp32, since bf16 logits
-    of a contrastive batch at scale 100 would be off by whole units.
-    """
-    images = batch_images(batch, device, poisoner)
-    texts = batch["text"].to(device, non_blocking=True)
-    n = len(images)
-    views = VIEWS in objective.needs
-    if views:
-        images = torch.cat([images, image_augment(images, generator, rows=view_rows)])
-        texts = torch.cat([texts, batch["text_aug"].to(device, non_blocking=True)])
-    pixels = normalize(images)
-    if channels_last:
-        pixels = pixels.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        result = as_output_dict(model(pixels, texts))
-    out = {key: value.float() for key, value in result.items()}
-    for key in ("image_features", "text_features"):
-        if views:
-            out[f"{key}_aug"] = out[key][n:]
-        out[key] = out[key][:n]
-    return objective(out, batch)
-
-
-def batch_images(batch: dict[str, Any], device: torch.device, poisoner=None) -> torch.Tensor:
-    """A batch's images on ``device``, with the triggers of its poisoned rows."""
-    images = batch["image"].to(device, non_blocking=True)
-    if poisoner is not None and batch["triggers"]:
-        images = poisoner.apply(images, batch["is_poisoned"], batch["triggers"])
-    return images
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -366,7 +327,6 @@ class Trainer:
         for p in params:
             self.optimizer.state.pop(p, None)
 
-    @torch.no_grad()
     def embed_training_images(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every rank's training images embedded (original views, triggers applied, eval mode), gathered
         rank-major: the same (N, D) embeddings and (N,) dataset rows on every rank. An indexable dataset is
@@ -380,21 +340,8 @@ class Trainer:
         if loader is None:
             loader = self._loader()
             loader.set_epoch(self.pos.epoch)
-        was_training = self.model.training
-        self.model.eval()
-        features, rows = [], []
-        try:
-            for batch in loader:
-                pixels = self.normalize(batch_images(batch, self.device, self.c.poisoner))
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"):
-                    u = self.model.encode_image(pixels, normalize=True)
-                features.append(u.float())
-                rows.append(batch["index"].to(self.device))
-        finally:
-            self.model.train(was_training)
-        u, index = torch.cat(features), torch.cat(rows)
-        return (gather_features(u, self.ctx.rank, self.ctx.world_size),
-                gather_features(index, self.ctx.rank, self.ctx.world_size))
+        return embed_images(self.model, loader, self.normalize, self.device, self.c.poisoner, ctx,
+                            precision=cfg.train.precision)
 
     def train_epoch(self, logger: JsonlLogger) -> None:
         t, pos = self.cfg.train, self.pos
