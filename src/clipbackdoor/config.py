@@ -72,6 +72,9 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
+    # torch's fused AdamW kernel (CUDA and CPU): one kernel per parameter group for the whole update instead
+    # of many; the same update up to float rounding. Off: torch's default (multi-tensor kernels on CUDA).
+    fused_optimizer: bool = False
     warmup_steps: int = 100
     schedule: str = "cosine"  # cosine | constant
     # Reproduce the original scheduler's one-epoch step offset (it skips the warm-up of cleaning runs).
@@ -129,10 +132,13 @@ class ExperimentConfig:
 # building from plain dicts
 
 
-# Keys that change how a run executes but not what it computes; a resumed run may differ in them.
+# Keys that change how a run executes but not what it computes (beyond float rounding, as the device
+# does); a resumed run may differ in them. train.fused_optimizer is one: the run's own setting picks the
+# AdamW kernel even over a loaded state (train/optim.py), and run directories written before the key
+# existed still match their configs.
 EXECUTION_KEYS = frozenset({
     ("train", "progress"), ("train", "threads"), ("data", "num_workers"), ("train", "device"),
-    ("data", "pin_memory"),
+    ("data", "pin_memory"), ("train", "fused_optimizer"),
 })
 
 

@@ -117,7 +117,7 @@ class Trainer:
         self.loader = self._loader(text_augment=self.c.text_augment if views else None)
         self.steps_per_epoch = len(self.loader)
         self.optimizer = build_optimizer(self.model, t.lr, t.weight_decay, (t.beta1, t.beta2), t.eps,
-                                         objective=self.objective)
+                                         objective=self.objective, fused=t.fused_optimizer)
         self.evaluator = Evaluator(
             self.c.eval_set, self.c.tokenizer, self.c.attack, seed=cfg.eval.asr_seed, draws=cfg.eval.asr_draws,
             batch_size=cfg.eval.batch_size, max_images=cfg.eval.max_images, device=self.device, ctx=ctx,
