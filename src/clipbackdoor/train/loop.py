@@ -129,14 +129,17 @@ class Trainer:
         self.pos = Position()
         self.last = run.checkpoints / LAST
 
-    def _loader(self, text_augment=None, num_workers: int | None = None):
+    def _loader(self, text_augment=None):
         cfg, ctx = self.cfg, self.ctx
         return build_train_loader(
             self.c.pairs, tokenizer=self.c.tokenizer, seed=cfg.seed, batch_size=cfg.train.batch_size,
             poisoner=self.c.poisoner, text_augment=text_augment, text_augment_per=cfg.data.text_augment_per,
-            num_workers=cfg.data.num_workers if num_workers is None else num_workers,
-            rank=ctx.rank, world_size=ctx.world_size, pin_memory=cfg.data.pin_memory and self.device.type == "cuda",
+            num_workers=cfg.data.num_workers, rank=ctx.rank, world_size=ctx.world_size, pin_memory=self._pin_memory,
         )
+
+    @property
+    def _pin_memory(self) -> bool:
+        return self.cfg.data.pin_memory and self.device.type == "cuda"
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The module that runs training forward passes: DDP across ranks, channels_last, compiled."""
@@ -336,7 +339,7 @@ class Trainer:
         loader = build_pass_loader(
             self.c.pairs, tokenizer=self.c.tokenizer, seed=cfg.seed, batch_size=cfg.eval.batch_size,
             poisoner=self.c.poisoner, num_workers=cfg.data.num_workers, rank=ctx.rank, world_size=ctx.world_size,
-            pin_memory=cfg.data.pin_memory and self.device.type == "cuda")
+            pin_memory=self._pin_memory)
         if loader is None:
             loader = self._loader()
             loader.set_epoch(self.pos.epoch)
