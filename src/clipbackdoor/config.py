@@ -19,6 +19,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from clipbackdoor.errors import did_you_mean
 from clipbackdoor.registry import ConfigError
 
 
@@ -64,6 +65,18 @@ class InitConfig:
 
 
 @dataclass
+class WandbConfig:
+    """Weights & Biases settings, used where ``train.report_to`` names wandb (docs/loggers.md)."""
+
+    project: str = "clipbackdoor"
+    entity: str | None = None  # None: the logged-in user's default entity
+    mode: str = "online"  # online | offline (synced later with `wandb sync`) | disabled
+    name: str | None = None  # None: the run directory's name
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 256
@@ -98,6 +111,9 @@ class TrainConfig:
     # keeps only the final weights, which is all a finished cleaning run in a sweep needs.
     keep_last_state: bool = True
     progress: bool = True
+    # Experiment loggers that receive every metrics.jsonl record too: tensorboard, wandb (docs/loggers.md).
+    report_to: list[str] = field(default_factory=list)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
 @dataclass
@@ -139,6 +155,8 @@ class ExperimentConfig:
 EXECUTION_KEYS = frozenset({
     ("train", "progress"), ("train", "threads"), ("data", "num_workers"), ("train", "device"),
     ("data", "pin_memory"), ("train", "fused_optimizer"),
+    # Where the records go besides metrics.jsonl: a run resumed with other loggers is the same run.
+    ("train", "report_to"), ("train", "wandb"),
 })
 
 
@@ -174,6 +192,13 @@ def _check_scalar(value: Any, tp: Any, where: str) -> Any:
         if not math.isfinite(value):
             raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
+    if text.startswith("list"):
+        # A command-line override gives a comma-separated string (train.report_to=tensorboard,wandb), a
+        # YAML file a list; both become a list of names.
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+            raise ConfigError(f"{where}: expected a list of names (a,b or [a, b]), got {value!r}")
+        return [v.strip() for v in items if v.strip()]
     if tp is str or text.startswith("str"):
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -189,8 +214,9 @@ def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
     unknown = [k for k in data if k not in names]
     if unknown:
         prefix = f"{where}." if where else ""
+        hint = did_you_mean(str(unknown[0]), names, prefix)
         raise ConfigError(
-            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
+            f"unknown config key(s) {', '.join(prefix + str(k) for k in unknown)}{hint}; "
             f"valid keys{' in ' + where if where else ''}: {', '.join(names)}"
         )
     kwargs = {}
@@ -438,6 +464,7 @@ def validate(cfg: ExperimentConfig) -> None:
     for ok, key, msg in checks:
         if not ok:
             raise ConfigError(f"{key}: {msg}")
+    _check_report_to(t)
     for key in ("model", "attack"):
         section = getattr(cfg, key)
         if "name" not in section:
@@ -446,6 +473,21 @@ def validate(cfg: ExperimentConfig) -> None:
         section = getattr(cfg.data, key)
         if section is not None and "name" not in section:
             raise ConfigError(f"data.{key}: missing 'name'")
+
+
+def _check_report_to(t: TrainConfig) -> None:
+    # The registry module imports no logger package, so a config naming wandb still loads (for a report,
+    # a sweep) where wandb is not installed; the run itself says how to install it.
+    from clipbackdoor.train.loggers.base import LOGGERS
+
+    for name in t.report_to:
+        if name not in LOGGERS:
+            raise ConfigError(
+                f"train.report_to: unknown logger {name!r}{did_you_mean(name, LOGGERS.names())}; "
+                f"choose from: {', '.join(LOGGERS.names())}"
+            )
+    if t.wandb.mode not in ("online", "offline", "disabled"):
+        raise ConfigError(f"train.wandb.mode: must be online, offline or disabled, got {t.wandb.mode!r}")
 
 
 def dump_config(cfg: ExperimentConfig) -> str:

@@ -8,10 +8,12 @@ that names the key and the valid choices instead of a silent default.
 from __future__ import annotations
 
 import inspect
+import re
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
-from clipbackdoor.errors import ConfigError
+from clipbackdoor.errors import ConfigError, did_you_mean
 
 T = TypeVar("T")
 
@@ -43,6 +45,15 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def summary(self, name: str) -> str:
+        """The first sentence of the entry's own docstring, else of its module's (a plug-in file's docstring
+        says what it is): what ``clipbackdoor list`` shows beside the name."""
+        entry = self.get(name)
+        # entry.__doc__, not inspect.getdoc: an undocumented subclass would show its base class's words.
+        doc = entry.__doc__ or getattr(sys.modules.get(entry.__module__), "__doc__", None) or ""
+        return first_sentence(inspect.cleandoc(doc))
+
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
@@ -54,7 +65,8 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             raise ConfigError(
-                f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names()) or '(none registered)'}"
+                f"unknown {self.kind} {name!r}{did_you_mean(str(name), self.names())}; "
+                f"choose one of: {', '.join(self.names()) or '(none registered)'}"
             ) from None
 
     def build(self, section: Mapping[str, Any] | str, where: str | None = None, **extra: Any) -> T:
@@ -110,5 +122,13 @@ def check_kwargs(fn: Callable[..., Any], kwargs: Mapping[str, Any], where: str) 
     unknown = [k for k in kwargs if k not in valid]
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(valid)}"
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}{did_you_mean(str(unknown[0]), valid)}; "
+            f"valid keys: {', '.join(valid)}"
         )
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a docstring or description, on one line, without reST's double backquotes."""
+    first = " ".join(text.split("\n\n")[0].split())
+    # A sentence ends at a full stop before a capital ("et al. 2023" does not end one).
+    return re.split(r"\.\s+(?=[A-Z])", first)[0].rstrip(".").replace("``", "")

@@ -41,10 +41,15 @@ def assert_one_line_error(err, *fragments):
 
 
 def test_list_sweeps_names_the_shipped_sweeps(capsys):
+    assert main(["list", "sweeps", "--names"]) == 0
+    assert set(capsys.readouterr().out.split()) == set(SHIPPED)
     assert main(["list", "sweeps"]) == 0
-    out = capsys.readouterr().out.strip()
-    assert out.startswith("sweeps: ")
-    assert set(out.removeprefix("sweeps: ").split(", ")) == set(SHIPPED)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "sweeps:"
+    # Every shipped sweep on its own line, with its description's first sentence beside it.
+    assert {line.split()[0] for line in lines[1:] if line.startswith("  ") and not line.startswith("   ")} \
+        == set(SHIPPED)
+    assert any("every registered defense" in line for line in lines)
 
 
 def test_dry_run_lists_every_run_and_trains_nothing(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """Running sweeps: every run once, resumable after a kill, failures isolated and reported."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from clipbackdoor.experiments.sweep import expand, parse_spec, run_sweep
+from clipbackdoor.experiments.sweep import _duration, _Estimate, expand, parse_spec, run_sweep
 from clipbackdoor.io import read_jsonl
 from clipbackdoor.registry import ConfigError
 from clipbackdoor.reporting.collect import INDEX_NAME, write_index
@@ -150,3 +151,55 @@ def test_a_complete_run_made_with_another_config_stops_the_sweep(tmp_path, monke
     with pytest.raises(ConfigError, match=r"sweep run clean/poisoned/mmcl_lr-0\.001 is complete but was made with "
                                           r"another config \(train\.weight_decay: 0\.1 -> 0\.5\)"):
         run_sweep(parse_spec(spec), tmp_path / "out", echo=lambda _: None)
+
+
+# The live status: runs done, running and waiting, and an estimate of the time left.
+
+def test_nothing_can_be_estimated_before_an_epoch():
+    left, untimed = _Estimate(workers=2).seconds_left([("pre", 5.0, 0, 10)], ["pre", "clean"])
+    assert (left, untimed) == (0.0, 3)
+
+
+def test_a_running_run_projects_its_own_length_and_its_stage():
+    # 2 of 10 epochs in 20 s: 80 s left for it, and a waiting run of its stage is guessed at 100 s.
+    left, untimed = _Estimate(workers=1).seconds_left([("pre", 20.0, 2, 10)], ["pre"])
+    assert untimed == 0 and left == pytest.approx(180.0)
+
+
+def test_finished_runs_time_their_stage_and_workers_share_the_rest():
+    eta = _Estimate(workers=2)
+    eta.finished("clean", 30.0)
+    eta.finished("clean", 50.0)
+    left, untimed = eta.seconds_left([], ["clean"] * 4)
+    assert untimed == 0 and left == pytest.approx(4 * 40.0 / 2)
+    # One long run cannot be shared: the estimate is never below it.
+    left, _ = eta.seconds_left([("pre", 10.0, 1, 100)], [])
+    assert left == pytest.approx(990.0)
+
+
+def test_runs_of_an_untimed_stage_are_counted_not_guessed():
+    left, untimed = _Estimate(workers=1).seconds_left([("pre", 20.0, 2, 10)], ["clean", "clean"])
+    assert left == pytest.approx(80.0) and untimed == 2
+
+
+@pytest.mark.parametrize(("seconds", "text"),
+                         [(4, "4 s"), (89, "89 s"), (600, "10 min"), (3 * 3600 + 300, "3 h 05 min")])
+def test_durations_read_like_a_person_would_say_them(seconds, text):
+    assert _duration(seconds) == text
+
+
+def test_a_sweep_prints_status_lines_with_the_time_left(tmp_path):
+    messages = []
+    assert run_sweep(parse_spec(tiny_spec(epochs=3)), tmp_path, echo=messages.append, status_seconds=0).ok
+    status = [m.strip() for m in messages if "status:" in m]
+    pattern = r"status: (\d)/6 done, (\d) running, (\d) waiting; (.*)"
+    parsed = [re.fullmatch(pattern, line) for line in status]
+    assert all(parsed), status
+    # Every run is done, running or waiting, in every line.
+    assert all(sum(int(m.group(i)) for i in (1, 2, 3)) == 6 for m in parsed)
+    # Once the pre-training runs finished, the cleaning runs are timed by their first epochs or runs.
+    assert any(m.group(4).startswith("about ") and m.group(4).endswith(" left") for m in parsed)
+    # Running runs show their epoch out of the run's epochs.
+    assert any(re.fullmatch(r"pre/(poisoned|control) epoch [123]/3: acc .*", m.strip()) for m in messages)
+    # No line per epoch outside the status lines.
+    assert not any(re.search(r"^\s*\S+ epoch \d+:", m) for m in messages)

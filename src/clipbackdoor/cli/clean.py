@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clipbackdoor.cli.common import add_config_args, print_metrics, train_with
+from clipbackdoor.cli.common import add_config_args, add_report_to_arg, overrides_from_args, print_metrics, train_with
 from clipbackdoor.defenses import DEFENSES
 
 
@@ -19,13 +19,14 @@ def add_parser(sub) -> None:
     p.add_argument("--defense", "-d",
                    help=f"one of: {', '.join(DEFENSES.names())} (default: the config's, else cleanclip)")
     add_config_args(p)
+    add_report_to_arg(p)
     p.add_argument("--out", "-o", required=True, help="run directory (re-running resumes it)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from clipbackdoor.experiments.stages import clean_config
-    cfg = clean_config(args.source, args.config, args.overrides, defense=args.defense, epoch=args.epoch)
+    cfg = clean_config(args.source, args.config, overrides_from_args(args), defense=args.defense, epoch=args.epoch)
     summary = train_with(cfg, args.out)
     if summary is not None:  # rank 0 of a torchrun job, or a single process
         print_metrics(f"cleaning ({cfg.defense['name']}) finished: {args.out}", summary["final"])

@@ -16,8 +16,20 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
                         help="dotted overrides, e.g. train.epochs=3 poison.budget=0.05")
 
 
+def add_report_to_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--report-to", metavar="LOGGERS",
+                        help="also log metrics to tensorboard and/or wandb, e.g. --report-to tensorboard,wandb "
+                             "(the same as train.report_to=...; see docs/loggers.md)")
+
+
+def overrides_from_args(args: argparse.Namespace) -> list[str]:
+    """The KEY=VALUE overrides, with ``--report-to`` as one more (last, so it wins)."""
+    extra = [f"train.report_to={args.report_to}"] if getattr(args, "report_to", None) is not None else []
+    return [*args.overrides, *extra]
+
+
 def config_from_args(args: argparse.Namespace, default: str | None = None) -> ExperimentConfig:
-    return load_config(args.config or default, args.overrides)
+    return load_config(args.config or default, overrides_from_args(args))
 
 
 def dist_context():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clipbackdoor.cli.common import add_config_args, config_from_args, print_metrics, train_with
+from clipbackdoor.cli.common import add_config_args, add_report_to_arg, config_from_args, print_metrics, train_with
 
 
 def add_parser(sub) -> None:
@@ -10,6 +10,7 @@ def add_parser(sub) -> None:
                        description="Pre-train a CLIP model. Without --config it runs the synthetic MMCL "
                                    "default; the shipped configs `mmcl` and `mmcl-ssl` poison 5%% of the pairs.")
     add_config_args(p)
+    add_report_to_arg(p)
     p.add_argument("--out", "-o", required=True, help="run directory (re-running resumes it)")
     p.set_defaults(func=run)
 

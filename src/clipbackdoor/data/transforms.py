@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import Image
+
+# CLIP's image statistics (OpenAI's, the values of open_clip.constants). Written out rather than imported:
+# importing anything from open_clip loads all of it (2 s), and the data package must stay light for the
+# commands that only list or check things. tests/data/test_transforms.py holds them equal to open_clip's.
+OPENAI_DATASET_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_DATASET_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def resize_center_crop(image: Image.Image, size: int) -> torch.Tensor:

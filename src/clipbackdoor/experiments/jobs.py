@@ -4,6 +4,8 @@ and the body of the forked process that runs one (everything it prints goes to t
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import logging
 import os
 import signal
@@ -14,6 +16,9 @@ from typing import Any
 
 from clipbackdoor.experiments.spec import Job
 from clipbackdoor.registry import ConfigError
+
+RUN_LOCK = ".lock"
+log = logging.getLogger(__name__)
 
 
 def job_config(job: Job, out_dir: Path, threads: int, device: str | None = None):
@@ -90,13 +95,37 @@ def run_job_in_child(job: Job, out_dir: Path, threads: int, device: str | None =
     from clipbackdoor.train.loop import run_training
 
     try:
-        run_training(job_config(job, out_dir, threads, device), run_dir)
+        with run_lock(run_dir):
+            run_training(job_config(job, out_dir, threads, device), run_dir)
     except BaseException:
         traceback.print_exc(file=log_file)
         log_file.flush()
         os._exit(1)
     log_file.flush()
     os._exit(0)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Hold ``<run>/.lock`` while a process trains the run: a local sweep, the Slurm array tasks of two
+    overlapping submissions or a hand-typed ``--run`` must never write one run directory at once. The
+    kernel drops the lock when the process dies, so a killed run never leaves its directory locked.
+    (The sweep directory's own lock cannot do this: the array tasks of a Slurm sweep run side by side.)"""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / RUN_LOCK, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"{run_dir} is being trained by another process, which holds "
+                              f"{run_dir / RUN_LOCK}") from None
+        except OSError as err:
+            # Some cluster file systems (Lustre mounted without -o flock) refuse locks altogether; the run
+            # is still worth training, unguarded.
+            if err.errno not in (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            log.warning("%s: the file system does not support locks; nothing stops a second process from "
+                        "training this run at the same time", run_dir)
+        yield
 
 
 def _die_with_parent() -> None:

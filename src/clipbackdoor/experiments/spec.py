@@ -25,6 +25,9 @@ config, fixed ``set`` overrides, and a ``grid`` (cross product of axes) or a ``l
 Every run gets its own directory under the sweep directory, named from its axis values
 (``pretrain/mmcl_poisoned_seed-0``, ``clean/mmcl_poisoned_seed-0/cleanclip_lr-0.001``); ``experiments.sweep``
 runs them.
+
+An optional ``slurm:`` section (top level, and per stage to override it) holds the resources of a run when
+the sweep is submitted to a Slurm cluster (``experiments.slurm``); a local sweep ignores it.
 """
 
 from __future__ import annotations
@@ -38,11 +41,12 @@ from pathlib import Path
 from typing import Any
 
 from clipbackdoor.config import parse_yaml_mapping, read_text_file
+from clipbackdoor.experiments.slurm import check_slurm_options
 from clipbackdoor.registry import ConfigError
 
 COMMANDS = ("pretrain", "clean")
-STAGE_KEYS = {"command", "config", "set", "grid", "list", "from", "epoch"}
-SPEC_KEYS = {"stages", "workers", "threads", "description", "report"}
+STAGE_KEYS = {"command", "config", "set", "grid", "list", "from", "epoch", "slurm"}
+SPEC_KEYS = {"stages", "workers", "threads", "description", "report", "slurm"}
 
 
 @dataclass
@@ -69,6 +73,7 @@ class Stage:
     axes: list[str] = field(default_factory=list)  # what each name part stands for
     source: str | None = None
     epoch: int | None = None
+    slurm: dict[str, Any] = field(default_factory=dict)  # this stage's checked ``slurm:`` keys
 
 
 @dataclass
@@ -78,6 +83,7 @@ class SweepSpec:
     threads: int = 1
     description: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
+    slurm: dict[str, Any] = field(default_factory=dict)  # the sweep's checked ``slurm:`` keys
 
 
 def shipped_sweeps() -> list[str]:
@@ -117,7 +123,8 @@ def parse_spec(data: dict[str, Any], folder: Path | None = None) -> SweepSpec:
     for key, value in (("workers", workers), ("threads", threads)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"sweep.{key}: must be an integer >= 1, got {value!r}")
-    return SweepSpec(stages, workers, threads, str(data.get("description", "")), data)
+    slurm = check_slurm_options(data.get("slurm", {}), "sweep.slurm")
+    return SweepSpec(stages, workers, threads, str(data.get("description", "")), data, slurm)
 
 
 def _in_dependency_order(stages: list[Stage]) -> list[Stage]:
@@ -140,7 +147,8 @@ def _parse_stage(name: str, raw: Any, folder: Path | None, earlier: list[str]) -
         raise ConfigError(f"{where}: expected a mapping")
     unknown = set(raw) - STAGE_KEYS
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(STAGE_KEYS))}")
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
+                          f"valid: {', '.join(sorted(STAGE_KEYS))}")
     command = raw.get("command")
     if command not in COMMANDS:
         raise ConfigError(f"{where}.command: must be one of {', '.join(COMMANDS)}, got {command!r}")
@@ -164,7 +172,8 @@ def _parse_stage(name: str, raw: Any, folder: Path | None, earlier: list[str]) -
     epoch = raw.get("epoch")
     if epoch is not None and (not isinstance(epoch, int) or epoch < 0):
         raise ConfigError(f"{where}.epoch: must be an epoch number >= 0, got {epoch!r}")
-    return Stage(name, command, None if config is None else str(config), fixed, points, axes, source, epoch)
+    slurm = check_slurm_options(raw.get("slurm", {}), f"{where}.slurm")
+    return Stage(name, command, None if config is None else str(config), fixed, points, axes, source, epoch, slurm)
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:

@@ -42,7 +42,10 @@ def _load_shipped() -> None:
 _load_shipped()
 
 
-def list_models() -> list[str]:
+def list_models(open_clip_names: bool = True) -> list[str]:
+    """Ours (sorted), then open_clip's unless ``open_clip_names`` is false (which spares importing it)."""
+    if not open_clip_names:
+        return sorted(ARCHITECTURES)
     import open_clip
 
     return sorted(ARCHITECTURES) + open_clip.list_models()

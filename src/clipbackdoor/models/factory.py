@@ -26,6 +26,7 @@ import torch
 
 from clipbackdoor.data.registries import TOKENIZERS
 from clipbackdoor.data.tokenizers import Tokenizer
+from clipbackdoor.errors import did_you_mean
 from clipbackdoor.models.configs import ARCHITECTURES, model_config
 from clipbackdoor.models.weights import load_weights_into, read_weights
 from clipbackdoor.registry import ConfigError
@@ -45,11 +46,19 @@ def _image_size(model: torch.nn.Module) -> int:
     return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
+def unknown_architecture(name: object, where: str) -> ConfigError:
+    import open_clip
+
+    hint = did_you_mean(str(name), [*ARCHITECTURES, *open_clip.list_models()])
+    return ConfigError(f"{where}.name: unknown architecture {name!r}{hint}; see `clipbackdoor list models` "
+                       "(`--open-clip` for open_clip's)")
+
+
 def model_image_size(name: str) -> int:
     """The input resolution of architecture ``name``, read from its config without building the model."""
     cfg = model_config(name)
     if cfg is None:
-        raise ConfigError(f"model.name: unknown architecture {name!r}; see `clipbackdoor list models`")
+        raise unknown_architecture(name, "model")
     size = cfg.get("vision_cfg", {}).get("image_size", 224)  # open_clip's CLIPVisionCfg default
     return int(size[0] if isinstance(size, (tuple, list)) else size)
 
@@ -95,7 +104,7 @@ def create_model(name: str, pretrained: str | None = None, tokenizer: dict[str, 
         model = open_clip.create_model(name)
         tok = TOKENIZERS.build(tokenizer or {"name": "open_clip", "model_name": name}, where="model.tokenizer")
     else:
-        raise ConfigError(f"model.name: unknown architecture {name!r}; see `clipbackdoor list models`")
+        raise unknown_architecture(name, "model")
     if pretrained:
         path = _pretrained_file(name, str(pretrained))
         load_weights_into(model, read_weights(path), str(path))
@@ -113,7 +122,7 @@ def check_model_section(section: Mapping[str, Any], where: str = "model") -> Non
     check_kwargs(create_model, section, where)
     name = section.get("name")
     if name not in ARCHITECTURES and name not in open_clip.list_models():
-        raise ConfigError(f"{where}.name: unknown architecture {name!r}; see `clipbackdoor list models`")
+        raise unknown_architecture(name, where)
     if section.get("tokenizer"):
         TOKENIZERS.check(section["tokenizer"], f"{where}.tokenizer")
 

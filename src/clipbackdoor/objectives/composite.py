@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from clipbackdoor.errors import did_you_mean
 from clipbackdoor.objectives.base import OBJECTIVES, EpochContext, Term
 from clipbackdoor.registry import ConfigError, check_kwargs
 
@@ -62,7 +63,8 @@ def build_objective(section: dict[str, Any], rank: int = 0, world_size: int = 1,
                 raise ConfigError(f"objective.{key}: options must be a mapping, got {value!r}")
             options[key] = value
         else:
-            raise ConfigError(f"objective: unknown key {key!r}; valid keys: {', '.join(valid)}")
+            raise ConfigError(f"objective: unknown key {key!r}{did_you_mean(str(key), valid)}; "
+                              f"valid keys: {', '.join(valid)}")
     active = {n: w for n, w in weights.items() if w > 0}
     if not active:
         raise ConfigError("objective: at least one term needs a weight > 0 (e.g. clip_weight: 1)")

@@ -25,7 +25,7 @@ from clipbackdoor.data.transforms import Normalize
 from clipbackdoor.defenses import DEFENSES, StartContext
 from clipbackdoor.distributed import SINGLE, DistContext
 from clipbackdoor.eval.runner import Evaluator
-from clipbackdoor.io import JsonlLogger, atomic_write_json, drop_torn_tail, read_jsonl, write_jsonl
+from clipbackdoor.io import atomic_write_json, drop_torn_tail, read_jsonl, write_jsonl
 from clipbackdoor.models import create_model
 from clipbackdoor.models.weights import load_weights_into, read_weights, save_weights
 from clipbackdoor.objectives import VIEWS, EpochContext, build_objective
@@ -34,8 +34,9 @@ from clipbackdoor.rundir import LAST, RunDir, epoch_weights_name
 from clipbackdoor.seeding import derive_seed, seed_everything, torch_generator
 from clipbackdoor.train import checkpoint as ckpt
 from clipbackdoor.train.forward import embed_images, forward_batch
+from clipbackdoor.train.loggers import MetricsLogger, RecordLogger, check_installed, open_loggers
 from clipbackdoor.train.optim import build_optimizer
-from clipbackdoor.train.run import build_components
+from clipbackdoor.train.run import build_components, check_components
 from clipbackdoor.train.schedule import lr_at
 from clipbackdoor.train.validation import ValidationLoss
 
@@ -128,6 +129,8 @@ class Trainer:
                                              device=self.device, ctx=ctx)
         self.pos = Position()
         self.last = run.checkpoints / LAST
+        # The step a resumed run continues from (set by restore); None for a fresh start.
+        self.resume_step: int | None = None
 
     def _loader(self, text_augment=None):
         cfg, ctx = self.cfg, self.ctx
@@ -172,6 +175,7 @@ class Trainer:
             self._resume_from(ckpt.load_state(self.last))
             if self.ctx.is_main:
                 _truncate_metrics(self.run.metrics, self.pos.step)
+            self.resume_step = self.pos.step
             log.info("resuming %s at epoch %d, batch %d", self.run.path, self.pos.epoch, self.pos.batch)
             return
         if init.checkpoint:
@@ -241,7 +245,7 @@ class Trainer:
         # No rank runs ahead of a checkpoint that it might have to resume from.
         distributed.barrier(self.ctx)
 
-    def evaluate(self, logger) -> dict[str, Any]:
+    def evaluate(self, logger: RecordLogger) -> dict[str, Any]:
         """Evaluate on every rank (each its shard of the images); rank 0 logs the combined record."""
         start = time.perf_counter()
         metrics = self.evaluator(self.model)
@@ -346,7 +350,7 @@ class Trainer:
         return embed_images(self.model, loader, self.normalize, self.device, self.c.poisoner, ctx,
                             precision=cfg.train.precision)
 
-    def train_epoch(self, logger: JsonlLogger) -> None:
+    def train_epoch(self, logger: RecordLogger) -> None:
         t, pos = self.cfg.train, self.pos
         if pos.batch == 0:
             self._start_epoch()
@@ -382,6 +386,11 @@ class Trainer:
         pos.epoch_loss = 0.0
         pos.dropped = 0
 
+    def _open_loggers(self) -> MetricsLogger:
+        """metrics.jsonl and the experiment loggers of train.report_to (rank 0's only)."""
+        return open_loggers(self.run.path, self.run.metrics, self.cfg.to_dict(), self.cfg.train.report_to,
+                            self.resume_step)
+
     def fit(self) -> dict[str, Any]:
         self.restore()
         t, pos = self.cfg.train, self.pos
@@ -395,7 +404,7 @@ class Trainer:
             logged_data = any(r["kind"] == "data" for r in records)
         # Evaluation is collective: every rank must take the same decisions as rank 0.
         have_eval = distributed.broadcast_object(last_eval is not None, self.ctx)
-        with JsonlLogger(self.run.metrics) if self.ctx.is_main else _NoLog() as logger:
+        with self._open_loggers() if self.ctx.is_main else _NoLog() as logger:
             if self.ctx.is_main and not logged_data:
                 logger.log(self._data_record())
             # A run killed after its epoch-0 checkpoint resumes at (0, 0) with that evaluation logged.
@@ -428,6 +437,8 @@ def run_training(cfg: ExperimentConfig, out_dir: str | Path, ctx: DistContext = 
     A finished run is not trained again: its summary is returned as is. In a torchrun job every rank
     calls this with its ``ctx``; rank 0 writes the run directory.
     """
+    # Every component section checked first: a typo fails in a second, not after the data are built.
+    check_components(cfg)
     run = RunDir(out_dir)
     distributed.init(ctx, distributed.device_for(ctx, cfg.train.device))
     if ctx.is_main:
@@ -435,6 +446,9 @@ def run_training(cfg: ExperimentConfig, out_dir: str | Path, ctx: DistContext = 
     if distributed.broadcast_object(run.is_complete(), ctx):
         log.info("%s is complete; nothing to do", run.path)
         return run.summary()
+    if ctx.is_main:
+        # A missing logger package is said now, in one line, not after the data and the model are built.
+        check_installed(cfg.train.report_to)
     summary = Trainer(cfg, run, ctx).fit()
     if ctx.is_main:
         atomic_write_json(run.summary_path, summary)
