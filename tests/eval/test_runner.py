@@ -168,7 +168,8 @@ def test_target_images_are_not_triggered():
 
 def test_no_attack_measures_accuracy_only():
     m = Evaluator(FakeDataset(), fake_tokenizer, None)(FakeModel())
-    assert m == {"zeroshot_top1": 0.5, "zeroshot_top5": 0.8, "eval_images": 10}
+    classes = len(FakeDataset().classnames)
+    assert m == {"zeroshot_top1": 0.5, "zeroshot_top5": 0.8, "eval_images": 10, "eval_classes": classes}
 
 
 def test_max_images_limits_the_set():

@@ -70,7 +70,7 @@ def test_cleaning_poisons_form_their_own_group_with_their_own_controls(runs):
 
 def test_verdict_uses_clean_cleaning_data_and_reports_the_poisoned_sets_apart(runs):
     text = verdict(analyse(collect_runs(runs)))
-    assert "the best such checkpoint has 48.0% accuracy (-2.0 points)" in text
+    assert "the best such checkpoint has 48.0% accuracy, 2.0 points lower than the poisoned model's" in text
     assert ("Poisoned cleaning data, MMCL pre-training: with 0 / 5 poisons in the cleaning data, CleanCLIP's lowest "
             "ASR was 5.0% / 8.0% and its best accuracy at ASR ≤ 10% 48.0% / 45.0%.") in text
 

@@ -23,7 +23,8 @@ def _scale(root, model, parameters, seed, *, mmcl, ssl, asr=0.95, start=0.6):
         cleaned = (start + change, 0.05, 2.0) if change is not None else (start, 0.5, 2.0)
         for poisoned, source in ((True, pre), (False, f"{pre}-ctl")):
             make_run(root, f"{model}/clean/{name}-s{seed}{'' if poisoned else '-ctl'}",
-                     evals=[(start, asr if poisoned else 0.02, 2.5), cleaned if poisoned else (start - 0.01, 0.02, 2.0)],
+                     evals=[(start, asr if poisoned else 0.02, 2.5),
+                            cleaned if poisoned else (start - 0.01, 0.02, 2.0)],
                      objective=(1.0, 1.0), source=source, defense="cleanclip", seed=seed, model=model)
 
 
@@ -51,7 +52,8 @@ def test_one_point_per_architecture_with_the_gap_per_seed(tmp_path):
     _study(tmp_path)
     runs = collect_runs(tmp_path)
     small, big = scale_points(analyse(runs), runs)
-    assert (small.model, small.parameters, big.model, big.parameters) == ("small-clip", 1_000_000, "big-clip", 30_000_000)
+    assert (small.model, small.parameters) == ("small-clip", 1_000_000)
+    assert (big.model, big.parameters) == ("big-clip", 30_000_000)
     assert [round(g, 4) for g in small.gaps] == [0.0, 0.0]
     assert math.isclose(big.gaps[0], 0.09) and math.isinf(big.gaps[1])
     assert [t.met for t in small.targets] == [False, False, False]  # ASR 85%, MMCL costs 2 points net, no gap
@@ -62,7 +64,9 @@ def test_one_point_per_architecture_with_the_gap_per_seed(tmp_path):
     assert rows[0][headers.index("MMCL net Δacc @ASR≤10% per seed")] == "-2.0, -2.0"
     assert rows[0][headers.index("parameters")] == "1.0M"
     text = scale_verdict([small, big])
-    assert "exceeds MMCL's by +0.0 ± 0.0 points" in text
+    # A difference is worded with its direction, never as a bare sign ("exceeds by -1.5").
+    assert "MMCL+SSL's net accuracy drop at ASR ≤ 10% is the same as MMCL's (± 0.0 over seeds)" in text
+    assert "is 9.0 points larger than MMCL's (1 more seed(s) where MMCL+SSL never got there)" in text
     # Each architecture's ASR after cleaning, per learning rate: only the large one's MMCL+SSL backdoor lasts.
     assert "more slowly than the MMCL one at 0 of 1 cleaning learning rates" in text.split("\n\n")[0]
     assert "lr 0.001: 5.0% against 27.5% after 1 epoch" in text.split("\n\n")[1]
@@ -81,7 +85,8 @@ def test_the_report_of_several_architectures(tmp_path):
     assert summary.index("The headline against scale") < summary.index("## small-clip") < summary.index("## big-clip")
     page = (out / "report.html").read_text()
     assert "scales/big-clip/report.html" in page and "met at: big-clip" in page
-    assert {row.split(",")[0] for row in (out / "summary.csv").read_text().splitlines()[1:]} == {"small-clip", "big-clip"}
+    models = {row.split(",")[0] for row in (out / "summary.csv").read_text().splitlines()[1:]}
+    assert models == {"small-clip", "big-clip"}
     assert report.headline.startswith("model ") and "big-clip:" in report.headline
 
 

@@ -35,9 +35,7 @@ def run(args) -> int:
     result, report = run_demo(args.out, args.preset or "default", workers=args.workers, seeds=args.seeds,
                               attack=args.attack)
     print()
-    print(report.headline)
-    print()
-    print(report.verdict)
+    print(report.summary())  # the answer first, then the table and the details
     print()
     print(f"report: {report.html_path}  (tables: {report.out / 'summary.md'}, plots: {report.out / 'plots'})")
     print(f"demo finished in {time.perf_counter() - start:.0f} s")

@@ -16,9 +16,7 @@ def run(args) -> int:
     from clipbackdoor.reporting.report import write_report
 
     report = write_report(args.runs_dir, args.out)
-    print(report.headline)
-    print()
-    print(report.verdict)
+    print(report.summary())  # the answer first, then the table and the details
     print()
     print(f"report: {report.html_path}")
     if report.problems:

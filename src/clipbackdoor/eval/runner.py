@@ -112,7 +112,9 @@ class Evaluator:
         top1, top5, false_target, counted = (int(c) for c in counts[:4])
         asr1, asr5 = counts[4 : 4 + draws], counts[4 + draws :]
         n = len(self.indices)
-        metrics = {"zeroshot_top1": top1 / n, "zeroshot_top5": top5 / n, "eval_images": n}
+        # The class count gives chance accuracy (1 / classes), which reports draw without the data at hand.
+        metrics = {"zeroshot_top1": top1 / n, "zeroshot_top5": top5 / n, "eval_images": n,
+                   "eval_classes": len(self.dataset.classnames)}
         if self.target is not None and counted:
             rates = asr1 / counted
             metrics.update(

@@ -38,6 +38,7 @@ METRIC_COLUMNS = (
     "clean_target_rate",
     "val_loss",
     "eval_images",
+    "eval_classes",
     "asr_images",
 )
 

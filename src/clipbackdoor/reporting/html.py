@@ -16,16 +16,20 @@ from pathlib import Path
 from typing import Any
 
 _CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 70rem; margin: 2rem auto;
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 80rem; margin: 2rem auto;
        padding: 0 1rem; color: #1b1b1b; line-height: 1.45; }
 h1 { margin-bottom: 0.2rem; }
 h2 { margin-top: 2.2rem; border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; }
-.verdict { background: #f3f6fb; border-left: 5px solid #1f3f8f; padding: 0.6rem 1rem; margin: 1.2rem 0;
-           font-size: 1.08rem; }
-table { border-collapse: collapse; margin: 0.6rem 0; font-size: 0.92rem; }
-th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: left; }
+.verdict { background: #f3f6fb; border-left: 5px solid #1f3f8f; padding: 0.6rem 1rem; margin: 1.2rem 0; }
+.verdict p:first-child { font-size: 1.15rem; font-weight: 600; }
+/* A wide table scrolls inside its own box instead of running past the page's column. */
+.table-wrap { overflow-x: auto; max-width: 100%; }
+table { border-collapse: collapse; margin: 0.6rem 0; font-size: 0.88rem; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: left; vertical-align: top; }
 th { background: #f4f4f4; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+/* A cell written in lines (a value, then the run and epoch that gave it) breaks only where it says. */
+td.lines { white-space: nowrap; }
 tbody tr:nth-child(even) { background: #fafafa; }
 .note { color: #555; font-size: 0.9rem; }
 figure { margin: 0.6rem 0; }
@@ -74,14 +78,15 @@ def render_html(
     ``sections`` are rendered in order, each under its ``caption`` as a heading:
 
     * ``{"kind": "table", "caption", "headers", "rows", "note" (optional)}``
-    * ``{"kind": "image", "caption", "path"}``: the image is embedded; a missing file becomes a visible notice
-      instead of an error, so one lost figure does not cost the whole report.
+    * ``{"kind": "image", "caption", "path", "note" (optional)}``: the image is embedded; a missing file becomes
+      a visible notice instead of an error, so one lost figure does not cost the whole report.
     * ``{"kind": "text", "caption", "body"}``: blank-line separated paragraphs.
     * ``{"kind": "images", "caption", "images": [{"caption", "path"}, ...], "note" (optional)}``: several
       embedded images under one heading, each with its own caption below it.
 
-    ``verdict`` (paragraphs) is shown prominently under the title, ``config_text`` verbatim under
-    "Configuration", and ``generated`` in the footer.
+    A line break in a table cell is kept (``<br>``), so a long cell can put its details on a line of their own.
+    ``verdict`` (paragraphs) is shown prominently under the title, its first paragraph (the answer) in bold,
+    ``config_text`` verbatim under "Configuration", and ``generated`` in the footer.
     """
     body = [
         f"<h1>{escape(title)}</h1>",
@@ -110,7 +115,9 @@ def _section(section: Mapping[str, Any]) -> str:
             parts.append(f'<p class="note">{escape(str(section["note"]))}</p>')
         return "\n".join(parts)
     if kind == "image":
-        return heading + "\n" + _image(Path(section["path"]), str(section.get("caption", "")))
+        note = f'<p class="note">{escape(str(section["note"]))}</p>' if section.get("note") else ""
+        return "\n".join(p for p in (heading, note, _image(Path(section["path"]), str(section.get("caption", ""))))
+                         if p)
     if kind == "text":
         return heading + "\n" + _paragraphs(str(section.get("body", "")))
     if kind == "images":
@@ -127,13 +134,17 @@ def _section(section: Mapping[str, Any]) -> str:
 def _html_table(headers: Sequence[object], rows: Sequence[Sequence[object]]) -> str:
     head = "".join(f"<th>{escape(str(h))}</th>" for h in headers)
     body = "\n".join("<tr>" + "".join(_html_cell(cell) for cell in row) + "</tr>" for row in rows)
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+    return (f'<div class="table-wrap"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n'
+            "</table></div>")
 
 
 def _html_cell(cell: object) -> str:
     # Numbers are right-aligned so that digits line up down a column; bool is an int but reads as a word.
     numeric = isinstance(cell, int | float) and not isinstance(cell, bool)
-    return f'<td class="num">{escape(str(cell))}</td>' if numeric else f"<td>{escape(str(cell))}</td>"
+    lines = str(cell).splitlines()
+    text = "<br>".join(escape(line) for line in lines)
+    kind = "num" if numeric else "lines" if len(lines) > 1 else ""
+    return f'<td class="{kind}">{text}</td>' if kind else f"<td>{text}</td>"
 
 
 def _image(path: Path, caption: str, shown: bool = False) -> str:

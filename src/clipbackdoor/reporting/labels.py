@@ -10,17 +10,27 @@ from clipbackdoor.reporting.collect import RunInfo
 # Cleaning counts as successful at this ASR; at the demo's scale the clean false-positive floor for the
 # target class is a few percent, so 10 % (not the paper's 5 %) is the criterion the verdict uses.
 VERDICT_THRESHOLD = 0.10
+# The paper's names for the defenses it compares. Every table, legend and console line names a method through
+# method_label(), so this table is the one place a method's display name is written.
 METHOD_LABELS = {"cleanclip": "CleanCLIP (MMCL+SSL)", "mmcl": "MMCL only", "ssl": "SSL only"}
 
 
+def method_label(method: str) -> str:
+    """A cleaning method (a registered defense's name, or "fine-tune <objective>") as reports show it: the
+    paper's name where it has one, else the name the config gives, so a plug-in defense is recognisable
+    from its config without any change to reporting."""
+    return METHOD_LABELS.get(method, method)
+
+
 def method_key(method: str, poisons: int) -> str:
-    """A cleaning method as figures name it; a poisoned cleaning set makes it a method of its own."""
+    """A cleaning method as figures tell it apart (its colour); a poisoned cleaning set makes it a method of
+    its own."""
     return method if not poisons else f"{method} + {poisons} poison{'s' if poisons != 1 else ''}"
 
 
 def method_text(method: str, poisons: int = 0) -> str:
-    """A cleaning method as tables name it, with the number of poisons in its cleaning data if any."""
-    label = METHOD_LABELS.get(method, method)
+    """A cleaning method as tables and legends name it, with the number of poisons in its cleaning data."""
+    label = method_label(method)
     return label if not poisons else f"{label}, {poisons} poison{'s' if poisons != 1 else ''} in cleaning data"
 
 
@@ -31,9 +41,20 @@ def pct(value: float | None, digits: int = 1) -> str:
 
 
 def signed(value: float | None) -> str:
+    """A change in points with its sign, for table columns headed by what it is a change of (Δacc)."""
     if value is None or math.isnan(value):
         return "–"
     return f"{100 * value:+.1f}"
+
+
+def change_text(value: float, than: str | None = None, *, more: str = "higher", less: str = "lower") -> str:
+    """A signed difference (a fraction) in words with its direction, for prose where a bare sign is easy to
+    misread: ``change_text(-0.04, "the poisoned model")`` -> "4.0 points lower than the poisoned model"."""
+    points = abs(100 * value)
+    if f"{points:.1f}" == "0.0":
+        return f"the same as {than}" if than else "unchanged"
+    text = f"{points:.1f} points {more if value > 0 else less}"
+    return f"{text} than {than}" if than else text
 
 
 def pm(values: list[float | None], fmt=pct) -> str:
@@ -65,7 +86,8 @@ def pick_text(pick: Pick | None, detail: bool) -> str:
         return "not reached"
     p = pick.point
     text = f"{pct(p.acc)} (ASR {pct(p.asr)})"
-    return f"{text}, {run_settings(p.run)}, ep {p.epoch}" if detail else text
+    # The run and epoch on a line of their own: an HTML cell breaks there, which keeps the column narrow.
+    return f"{text},\n{run_settings(p.run)}, ep {p.epoch}" if detail else text
 
 
 def text_table(headers: list[str], rows: list[list[str]]) -> str:

@@ -46,7 +46,7 @@ from clipbackdoor.reporting.tables import (
     summary_csv_rows,
     summary_table,
 )
-from clipbackdoor.reporting.verdict import verdict
+from clipbackdoor.reporting.verdict import answer, verdict
 
 SCALES_DIR = "scales"  # several architectures: one whole report each, in SCALES_DIR/<model>/
 
@@ -61,6 +61,13 @@ class Report:
     groups: list[GroupSummary]
     # Run directories and metric lines that could not be read and were left out (also logged as warnings).
     problems: list[str] = field(default_factory=list)
+    answer: str = ""  # the verdict's first paragraph when it answers the paper's question ("": no answer)
+
+    def summary(self) -> str:
+        """What a terminal shows (``report``, ``demo``): the answer first, then the short table, then the rest
+        of the verdict."""
+        details = self.verdict.removeprefix(self.answer).lstrip("\n")
+        return "\n\n".join(part for part in (self.answer, self.headline, details) if part)
 
 
 
@@ -109,18 +116,9 @@ def _write_page(runs: list[RunInfo], runs_dir: Path, out: Path, title: str, prob
          "seed": s.seed, "asr": p.asr, "acc": p.acc, "run": p.run.name, "epoch": p.epoch}
         for g in groups for s in g.seeds for p in s.front]))
 
-    panels = figures.panels(groups, runs)
-    plot_dir = out / "plots"
-    images = [
-        ("Accuracy vs ASR of every evaluated epoch of every cleaning run (the paper's main figure); the red star "
-         "is the poisoned model, hollow markers are un-poisoned controls cleaned the same way",
-         plots.scatter_panels(panels, plot_dir / "tradeoff.png")),
-        ("Pareto fronts (lower ASR, higher accuracy is better)", plots.pareto_panels(panels, plot_dir / "pareto.png")),
-        ("Epoch trajectories of the best runs (oracle rule, ASR ≤ 10%)",
-         plots.trajectory_panels(figures.trajectories(groups), plot_dir / "trajectories.png")),
-        ("Accuracy and ASR over pre-training epochs (dashed: clean false-positive rate for the target)",
-         plots.pretraining_curves(figures.pretraining_curves(runs), plot_dir / "pretraining.png")),
-    ]
+    images = [{"kind": "image", "caption": f.title, "note": f.caption,
+               "path": plots.save(f.figure, out / "plots" / f"{f.name}.png")}
+              for f in figures.report_figures(groups, runs)]
     text = verdict(groups)
     headline = headline_table(groups)
     sections: list[dict[str, Any]] = [
@@ -133,11 +131,11 @@ def _write_page(runs: list[RunInfo], runs_dir: Path, out: Path, title: str, prob
         *([{"kind": "table", "caption": "Cleaning, per configuration (mean ± sd over seeds)", "headers": c_headers,
             "rows": c_rows, "note": "Each configuration on its own, over its evaluated epochs: the table above "
                                     "takes the best over all of them."}] if c_rows else []),
-        *({"kind": "image", "caption": c, "path": p} for c, p in images[:3]),
+        *images[:3],
         {"kind": "table", "caption": "Pre-training", "headers": p_headers, "rows": p_rows},
         {"kind": "table", "caption": "The paper's headline, as targets (costs net of the un-poisoned controls)",
          "headers": TARGET_HEADERS, "rows": target_rows(targets)},
-        {"kind": "image", "caption": images[3][0], "path": images[3][1]},
+        images[3],
     ]
     galleries = _trigger_galleries(runs)
     if galleries:
@@ -145,7 +143,7 @@ def _write_page(runs: list[RunInfo], runs_dir: Path, out: Path, title: str, prob
                          "note": "Top row: training images as they are; bottom row: the same images poisoned, "
                                  "as training saw them (each attack's trigger_gallery.png)."})
     html_path = _write_html(out, runs_dir, runs, title, text, sections, problems)
-    return Report(out, html_path, summary_md, headline, text, groups, problems)
+    return Report(out, html_path, summary_md, headline, text, groups, problems, answer=answer(groups))
 
 
 def _write_scale_page(runs: list[RunInfo], runs_dir: Path, out: Path, title: str, problems: list[str],
@@ -159,7 +157,7 @@ def _write_scale_page(runs: list[RunInfo], runs_dir: Path, out: Path, title: str
                "x": float(p.parameters) if all(q.parameters for q in points) else float(i),
                "start_asr": {o: [v for v in vs if v is not None] for o, vs in p.start_asr.items()},
                "gaps": p.gaps} for i, p in enumerate(points)]
-    image = plots.scale_curve(series, out / "plots" / "scale.png", learned=LEARNED_ASR, gap=GAP)
+    image = plots.save(plots.scale_figure(series, learned=LEARNED_ASR, gap=GAP), out / "plots" / "scale.png")
     parts = [f"## The headline against scale\n\n{html.markdown_table(headers, rows)}\n"]
     sections: list[dict[str, Any]] = [
         {"kind": "image", "path": image,

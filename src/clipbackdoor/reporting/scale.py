@@ -27,7 +27,7 @@ from clipbackdoor.reporting.headline import (
     headline_targets,
     net_cost,
 )
-from clipbackdoor.reporting.labels import pm
+from clipbackdoor.reporting.labels import change_text, pm
 
 
 @dataclass
@@ -143,8 +143,9 @@ def scale_verdict(points: list[ScalePoint]) -> str:
                 f"ASR before cleaning {learned or '–'}. ")
         if gaps:
             mean, sd = mean_std(gaps)
-            text += (f"MMCL+SSL's net accuracy drop at ASR ≤ {ASR_BOUND:.0%} exceeds MMCL's by {100 * mean:+.1f}"
-                     + (f" ± {100 * sd:.1f}" if len(gaps) > 1 else "") + " points")
+            spread = f" (± {100 * sd:.1f} over seeds)" if len(gaps) > 1 else ""
+            than = change_text(mean, "MMCL's", more="larger", less="smaller")
+            text += f"MMCL+SSL's net accuracy drop at ASR ≤ {ASR_BOUND:.0%} is {than}{spread}"
             text += f" ({never} more seed(s) where MMCL+SSL never got there)." if never else "."
         elif never:
             text += f"MMCL+SSL never reached ASR ≤ {ASR_BOUND:.0%} in {never} seed(s)."

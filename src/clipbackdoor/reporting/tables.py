@@ -12,7 +12,7 @@ from clipbackdoor.reporting.labels import VERDICT_THRESHOLD, method_text, pct, p
 
 SUMMARY_HEADERS = ["pre-training", "cleaning", "seeds", "configs", "poisoned acc", "poisoned ASR",
                    "clean→target", *[f"best acc @ASR≤{int(t * 100)}%" for t in THRESHOLDS],
-                   "Δacc @≤10%", "control Δacc (fine-tuning cost)", "defender pick (min val loss)", "min ASR"]
+                   f"Δacc @≤{VERDICT_THRESHOLD:.0%}", "control Δacc", "defender pick", "min ASR"]
 
 
 def group_row(g: GroupSummary) -> list[str]:

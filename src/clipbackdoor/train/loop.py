@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from clipbackdoor import distributed
 from clipbackdoor.config import ExperimentConfig
@@ -36,6 +35,7 @@ from clipbackdoor.train import checkpoint as ckpt
 from clipbackdoor.train.forward import embed_images, forward_batch
 from clipbackdoor.train.loggers import MetricsLogger, RecordLogger, check_installed, open_loggers
 from clipbackdoor.train.optim import build_optimizer
+from clipbackdoor.train.progress import RunProgress
 from clipbackdoor.train.run import build_components, check_components
 from clipbackdoor.train.schedule import lr_at
 from clipbackdoor.train.validation import ValidationLoss
@@ -117,6 +117,7 @@ class Trainer:
             prepare()
         self.loader = self._loader(text_augment=self.c.text_augment if views else None)
         self.steps_per_epoch = len(self.loader)
+        self.progress = RunProgress(self.steps_per_epoch, t.epochs, enabled=t.progress and ctx.is_main)
         self.optimizer = build_optimizer(self.model, t.lr, t.weight_decay, (t.beta1, t.beta2), t.eps,
                                          objective=self.objective, fused=t.fused_optimizer)
         self.evaluator = Evaluator(
@@ -355,8 +356,7 @@ class Trainer:
         if pos.batch == 0:
             self._start_epoch()
         self.loader.set_epoch(pos.epoch, start_batch=pos.batch)
-        bar = tqdm(self.loader, total=self.steps_per_epoch, initial=pos.batch, disable=not t.progress,
-                   desc=f"epoch {pos.epoch + 1}/{t.epochs}", leave=False, dynamic_ncols=True)
+        bar = self.progress.epoch(self.loader, pos.epoch, pos.batch)
         start = tick = time.perf_counter()
         for batch in bar:
             losses, lr = self.step(batch)
@@ -370,7 +370,7 @@ class Trainer:
                 seconds = max(time.perf_counter() - tick, 1e-9)
                 record["samples_per_second"] = round(rows / seconds, 1)
                 logger.log(record)
-                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}")
+                bar.note(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}")
             tick = time.perf_counter()
             every = t.checkpoint_every_steps
             if every and pos.step % every == 0 and pos.batch < self.steps_per_epoch:
