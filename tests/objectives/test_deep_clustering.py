@@ -20,6 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from interrupt import train_until_interrupted
 from safetensors.torch import load_file
 
 from clipbackdoor.errors import ConfigError, DataError
@@ -513,20 +514,8 @@ def test_cleaning_run_logs_the_term_records_its_objective_and_resumes_exactly(tm
 
     # Interrupted in step 7 (mid epoch 2, after the step-6 checkpoint), then resumed: the centroids and the
     # head come from last.pt (start_epoch does not run inside an epoch) and the run ends exactly the same.
-    calls = {"n": 0}
-    real = loop.forward_batch
-
-    def flaky(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
     resumed = tmp_path / "resumed"
-    monkeypatch.setattr(loop, "forward_batch", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        loop.run_training(load_config(None, LOOP), resumed)
-    monkeypatch.setattr(loop, "forward_batch", real)
+    train_until_interrupted(monkeypatch, load_config(None, LOOP), resumed, step=7)
     loop.run_training(load_config(None, LOOP), resumed)
     assert _records(resumed) == _records(straight)
     a, b = (load_file(d / "checkpoints" / "epoch_2.safetensors") for d in (straight, resumed))

@@ -5,9 +5,9 @@ import sys
 
 import numpy as np
 import pytest
+from interrupt import train_until_interrupted
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import clipbackdoor.train.loop as loop
 from clipbackdoor.cli import main
 from clipbackdoor.config import load_config
 from clipbackdoor.errors import ConfigError
@@ -25,24 +25,6 @@ TINY = [
 
 def _cfg(*extra):
     return load_config(None, [*TINY, *extra])
-
-
-def _interrupt_at_step_7(monkeypatch, cfg, run_dir):
-    """Run until a KeyboardInterrupt in step 7 (4 steps an epoch): the last checkpoint is epoch 1's, at
-    step 4, and the records of steps 5 and 6 are logged, so a resume logs them again."""
-    calls = {"n": 0}
-    real = loop.forward_batch
-
-    def flaky(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "forward_batch", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        run_training(cfg, run_dir)
-    monkeypatch.setattr(loop, "forward_batch", real)
 
 
 def _expected(run_dir):
@@ -78,7 +60,7 @@ def test_tensorboard_holds_every_numeric_field_of_metrics_jsonl(tmp_path):
 
 def test_a_resumed_run_continues_the_tensorboard_log_without_duplicate_steps(tmp_path, monkeypatch):
     cfg = _cfg("train.report_to=tensorboard")
-    _interrupt_at_step_7(monkeypatch, cfg, tmp_path)
+    train_until_interrupted(monkeypatch, cfg, tmp_path, step=7)
     before, _ = _tensorboard(tmp_path)
     assert [step for step, _ in before["train/loss"]] == list(range(1, 7))
     run_training(cfg, tmp_path)
@@ -91,7 +73,7 @@ def test_a_resumed_run_continues_the_tensorboard_log_without_duplicate_steps(tmp
 
 
 def test_a_logger_added_when_the_run_resumes_gets_the_records_before(tmp_path, monkeypatch):
-    _interrupt_at_step_7(monkeypatch, _cfg(), tmp_path)
+    train_until_interrupted(monkeypatch, _cfg(), tmp_path, step=7)
     assert not (tmp_path / "tensorboard").exists()
     run_training(_cfg("train.report_to=tensorboard"), tmp_path)  # an execution key: the same run
     scalars, _ = _tensorboard(tmp_path)
@@ -128,7 +110,7 @@ def wandb_spy(tmp_path, monkeypatch):
 def test_wandb_offline_run_is_continued_on_resume(tmp_path, monkeypatch, wandb_spy):
     run_dir = tmp_path / "run"
     cfg = _cfg("train.report_to=wandb", "train.wandb.mode=offline", "train.wandb.tags=a,b")
-    _interrupt_at_step_7(monkeypatch, cfg, run_dir)
+    train_until_interrupted(monkeypatch, cfg, run_dir, step=7)
     run_id = (run_dir / "wandb_run_id").read_text().strip()
     assert len(wandb_spy["init"]) == 1
     first_session = len(wandb_spy["log"])

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from interrupt import train_until_interrupted
 from safetensors.torch import load_file
 
 import clipbackdoor.train.loop as loop
@@ -54,29 +55,11 @@ def test_run_directory_holds_config_metrics_checkpoints_and_manifest(tmp_path):
     assert run_training(_cfg(), tmp_path) == summary
 
 
-def _interrupt_at_step_10(monkeypatch, cfg, run_dir):
-    """Run ``cfg`` into ``run_dir`` until a KeyboardInterrupt in step 10: mid second epoch, after the
-    step-8 checkpoint."""
-    calls = {"n": 0}
-    real = loop.forward_batch
-
-    def flaky(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 10:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "forward_batch", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        run_training(cfg, run_dir)
-    monkeypatch.setattr(loop, "forward_batch", real)
-
-
 @pytest.mark.parametrize("objective", [["objective.inmodal_weight=0"], ["objective.inmodal_weight=1"]])
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, objective):
     extra = [*objective, "train.checkpoint_every_steps=4"]
     run_training(_cfg(*extra), tmp_path / "straight")
-    _interrupt_at_step_10(monkeypatch, _cfg(*extra), tmp_path / "resumed")
+    train_until_interrupted(monkeypatch, _cfg(*extra), tmp_path / "resumed", step=10)
     run_training(_cfg(*extra), tmp_path / "resumed")
 
     assert _records(tmp_path / "resumed") == _records(tmp_path / "straight")
@@ -154,7 +137,7 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume_and_said_in_the_log(tmp_p
     # append its next record to the fragment, and the run's records must equal an uninterrupted run's.
     extra = ["train.checkpoint_every_steps=4"]
     run_training(_cfg(*extra), tmp_path / "straight")
-    _interrupt_at_step_10(monkeypatch, _cfg(*extra), tmp_path / "resumed")
+    train_until_interrupted(monkeypatch, _cfg(*extra), tmp_path / "resumed", step=10)
     metrics = tmp_path / "resumed" / "metrics.jsonl"
     with open(metrics, "ab") as f:
         f.write(b'{"kind": "train", "epoch": 2, "step": 10, "lr": 0.00')

@@ -113,7 +113,8 @@ class EpochProgress:
             self.last_line = now
             numbers = "".join(f", {k} {v}" for k, v in self.postfix.items())
             if end:
-                times = f", took {_clock(now - self.started)}" + (f", {_clock(left[1])} left in the run" if left else "")
+                times = f", took {_clock(now - self.started)}"
+                times += f", {_clock(left[1])} left in the run" if left else ""
             else:
                 times = f", {_clock(left[0])} left in the epoch, {_clock(left[1])} in the run" if left else ""
             log.info("%s: %d/%d steps (%d%%)%s%s", self._title(), self.done, self.run.steps_per_epoch,
