@@ -29,7 +29,7 @@ fi
 
 [[ -x .venv/bin/python ]] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-# The constraints pin torch 2.14.1 / torchvision 0.29.1, which install in about a minute from the package
-# cache; an unpinned torch would download gigabytes.
+# The constraints pin torch 2.14.1 / torchvision 0.29.1, which install from the package cache; an
+# unpinned torch would download gigabytes.
 .venv/bin/python -m pip install -q -c constraints.txt -e ".${extras}"
 .venv/bin/clipbackdoor setup-wordnet
