@@ -89,10 +89,11 @@ def _submit(spec, args, dry_run: bool) -> int:
     import yaml
 
     from clipbackdoor.experiments import slurm
+    from clipbackdoor.experiments.slurm_options import check_slurm_value
     from clipbackdoor.experiments.sweep import SPEC_COPY, check_jobs, expand
     from clipbackdoor.io import atomic_write_text
 
-    overrides = {key: slurm.check_slurm_value(key, value, f"--{key}")
+    overrides = {key: check_slurm_value(key, value, f"--{key}")
                  for key, value in (("partition", args.partition), ("time", args.time)) if value is not None}
     out = Path(args.out).resolve()
     jobs = expand(spec)

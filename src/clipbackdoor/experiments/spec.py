@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from clipbackdoor.config import parse_yaml_mapping, read_text_file
-from clipbackdoor.experiments.slurm import check_slurm_options
+from clipbackdoor.experiments.slurm_options import check_slurm_options
 from clipbackdoor.registry import ConfigError
 
 COMMANDS = ("pretrain", "clean")
