@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from clipbackdoor.config import load_config
+from clipbackdoor.errors import DataError
 from clipbackdoor.registry import ConfigError
 from clipbackdoor.rundir import RunDir
 from clipbackdoor.train.loop import run_training
@@ -46,9 +47,13 @@ def test_a_config_yaml_that_cannot_be_loaded_is_one_error_naming_it(tmp_path, mo
 
 
 def test_a_run_that_stopped_before_its_first_checkpoint_does_not_lock_its_directory(tmp_path):
-    # A typo in a component key fails after config.yaml is written (components are built by the run).
+    # A typo in a component key is caught before anything is written.
     with pytest.raises(ConfigError, match="attack.*unknown key.*'patchsize'"):
-        run_training(_cfg("attack.patchsize=4"), tmp_path)
+        run_training(_cfg("attack.patchsize=4"), tmp_path / "typo")
+    assert not (tmp_path / "typo").exists()
+    # A missing file is found when the run reads it, after config.yaml is written.
+    with pytest.raises((ConfigError, DataError, OSError), match="nowhere.safetensors"):
+        run_training(_cfg(f"model.pretrained={tmp_path / 'nowhere.safetensors'}"), tmp_path)
     assert (tmp_path / "config.yaml").is_file() and not RunDir(tmp_path).has_started()
     # A manifest left by an earlier attempt with another budget must not outlive its config.
     (tmp_path / "poison_manifest.json").write_text("{}")
