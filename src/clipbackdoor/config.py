@@ -476,16 +476,8 @@ def validate(cfg: ExperimentConfig) -> None:
 
 
 def _check_report_to(t: TrainConfig) -> None:
-    # The registry module imports no logger package, so a config naming wandb still loads (for a report,
-    # a sweep) where wandb is not installed; the run itself says how to install it.
-    from clipbackdoor.train.loggers.base import LOGGERS
-
-    for name in t.report_to:
-        if name not in LOGGERS:
-            raise ConfigError(
-                f"train.report_to: unknown logger {name!r}{did_you_mean(name, LOGGERS.names())}; "
-                f"choose from: {', '.join(LOGGERS.names())}"
-            )
+    # The logger names are checked with the other registered names (train.run.check_components): the
+    # registry lives in the training layer, which this module must not import.
     if t.wandb.mode not in ("online", "offline", "disabled"):
         raise ConfigError(f"train.wandb.mode: must be online, offline or disabled, got {t.wandb.mode!r}")
 

@@ -15,6 +15,7 @@ from clipbackdoor.io import read_jsonl
 from clipbackdoor.rundir import RunDir
 from clipbackdoor.train.loggers import numeric_fields
 from clipbackdoor.train.loop import run_training
+from clipbackdoor.train.run import check_components
 
 TINY = [
     "data.train.num_samples=256", "data.eval.num_samples=64", "train.batch_size=64", "train.epochs=2",
@@ -152,8 +153,9 @@ def test_report_to_takes_a_comma_list_or_a_yaml_list_and_is_an_execution_key(tmp
     ("train.wandb.mode=online2", "train.wandb.mode: must be online, offline or disabled, got 'online2'"),
 ])
 def test_bad_report_to_values_are_one_line_errors(override, message):
+    # Logger names are checked with the other registered names, before a run or a sweep starts.
     with pytest.raises(ConfigError) as err:
-        _cfg(override)
+        check_components(_cfg(override))
     assert str(err.value) == message
 
 

@@ -80,6 +80,7 @@ def check_components(cfg: ExperimentConfig) -> None:
     from clipbackdoor.data import augment_image, augment_text  # noqa: F401  (registration)
     from clipbackdoor.models.factory import check_model_section
     from clipbackdoor.objectives import build_objective
+    from clipbackdoor.train.loggers import check_names
 
     check_model_section(cfg.model)
     sections = [
@@ -94,6 +95,7 @@ def check_components(cfg: ExperimentConfig) -> None:
     for registry, section, where in sections:
         registry.check(section, where)
     build_objective(cfg.objective)
+    check_names(cfg.train.report_to)
 
 
 def build_components(cfg: ExperimentConfig, run: RunDir | None, device: torch.device) -> Components:

@@ -13,6 +13,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from clipbackdoor.errors import ConfigError, did_you_mean
 from clipbackdoor.io import JsonlLogger, read_jsonl
 from clipbackdoor.train.loggers import tensorboard, wandb  # noqa: F401  (registration)
 from clipbackdoor.train.loggers.base import (
@@ -25,7 +26,17 @@ from clipbackdoor.train.loggers.base import (
 )
 
 __all__ = ["LOGGERS", "ExperimentLogger", "LoggerContext", "MetricsLogger", "RecordLogger", "check_installed",
-           "numeric_fields", "open_loggers", "require"]
+           "check_names", "numeric_fields", "open_loggers", "require"]
+
+
+def check_names(names: list[str]) -> None:
+    """Every name in ``train.report_to`` a registered logger (one-line ConfigError with a suggestion)."""
+    for name in names:
+        if name not in LOGGERS:
+            raise ConfigError(
+                f"train.report_to: unknown logger {name!r}{did_you_mean(name, LOGGERS.names())}; "
+                f"choose from: {', '.join(LOGGERS.names())}"
+            )
 
 
 def check_installed(names: list[str]) -> None:
