@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -11,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from clipbackdoor.errors import DataError
+from clipbackdoor.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -176,3 +179,26 @@ class JsonlLogger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, busy: str, *, without_locks: Callable[[], None] | None = None):
+    """Hold an exclusive ``flock`` on ``path`` (created) for the ``with`` block, or raise ConfigError(``busy``)
+    when another process holds it. The kernel drops the lock when its process dies, so a killed holder never
+    leaves it behind.
+
+    Some cluster file systems (Lustre mounted without ``-o flock``) refuse locks altogether: with
+    ``without_locks`` the block runs unguarded after calling it (to say so); without, the OSError stands.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(busy) from None
+        except OSError as err:
+            unsupported = err.errno in (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL)
+            if without_locks is None or not unsupported:
+                raise
+            without_locks()
+        yield

@@ -4,8 +4,6 @@ and the body of the forked process that runs one (everything it prints goes to t
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import logging
 import os
 import signal
@@ -15,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from clipbackdoor.experiments.spec import Job
+from clipbackdoor.io import exclusive_lock
 from clipbackdoor.registry import ConfigError
 
 RUN_LOCK = ".lock"
@@ -105,27 +104,17 @@ def run_job_in_child(job: Job, out_dir: Path, threads: int, device: str | None =
     os._exit(0)
 
 
-@contextlib.contextmanager
 def run_lock(run_dir: Path):
     """Hold ``<run>/.lock`` while a process trains the run: a local sweep, the Slurm array tasks of two
-    overlapping submissions or a hand-typed ``--run`` must never write one run directory at once. The
-    kernel drops the lock when the process dies, so a killed run never leaves its directory locked.
-    (The sweep directory's own lock cannot do this: the array tasks of a Slurm sweep run side by side.)"""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / RUN_LOCK, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(f"{run_dir} is being trained by another process, which holds "
-                              f"{run_dir / RUN_LOCK}") from None
-        except OSError as err:
-            # Some cluster file systems (Lustre mounted without -o flock) refuse locks altogether; the run
-            # is still worth training, unguarded.
-            if err.errno not in (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
-                raise
-            log.warning("%s: the file system does not support locks; nothing stops a second process from "
-                        "training this run at the same time", run_dir)
-        yield
+    overlapping submissions or a hand-typed ``--run`` must never write one run directory at once. (The sweep
+    directory's own lock cannot do this: the array tasks of a Slurm sweep run side by side.) On a file system
+    that refuses locks the run is still worth training, unguarded, and the log says so."""
+    def unguarded() -> None:
+        log.warning("%s: the file system does not support locks; nothing stops a second process from "
+                    "training this run at the same time", run_dir)
+
+    return exclusive_lock(run_dir / RUN_LOCK, f"{run_dir} is being trained by another process, which holds "
+                                              f"{run_dir / RUN_LOCK}", without_locks=unguarded)
 
 
 def _die_with_parent() -> None:

@@ -11,8 +11,6 @@ results index.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import multiprocessing
 import signal
 import sys
@@ -33,7 +31,7 @@ from clipbackdoor.experiments.jobs import (
     run_job_in_child,
 )
 from clipbackdoor.experiments.spec import Job, SweepSpec, expand, load_spec, parse_spec, shipped_sweeps
-from clipbackdoor.io import atomic_write_text, scan_jsonl
+from clipbackdoor.io import atomic_write_text, exclusive_lock, scan_jsonl
 from clipbackdoor.registry import ConfigError
 
 LOCK_NAME = ".sweep.lock"
@@ -67,15 +65,8 @@ class SweepResult:
         return not self.failed and not self.blocked
 
 
-@contextlib.contextmanager
 def _sweep_lock(out_dir: Path):
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / LOCK_NAME, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(f"{out_dir} is in use by another running sweep") from None
-        yield
+    return exclusive_lock(out_dir / LOCK_NAME, f"{out_dir} is in use by another running sweep")
 
 
 def run_sweep(
