@@ -464,7 +464,7 @@ def validate(cfg: ExperimentConfig) -> None:
     for ok, key, msg in checks:
         if not ok:
             raise ConfigError(f"{key}: {msg}")
-    _check_report_to(t)
+    _check_wandb_mode(t)
     for key in ("model", "attack"):
         section = getattr(cfg, key)
         if "name" not in section:
@@ -475,7 +475,7 @@ def validate(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"data.{key}: missing 'name'")
 
 
-def _check_report_to(t: TrainConfig) -> None:
+def _check_wandb_mode(t: TrainConfig) -> None:
     # The logger names are checked with the other registered names (train.run.check_components): the
     # registry lives in the training layer, which this module must not import.
     if t.wandb.mode not in ("online", "offline", "disabled"):
